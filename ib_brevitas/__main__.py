@@ -1,0 +1,5 @@
+import sys
+
+from ib_brevitas.cli import main
+
+sys.exit(main())
