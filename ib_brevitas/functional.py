@@ -134,7 +134,8 @@ def entropy_from_counts(counts: np.ndarray) -> float:
     """Shannon entropy in bits of the distribution given by positive counts."""
     counts = np.asarray(counts, dtype=np.float64)
     n = counts.sum()
-    return float(np.log2(n) - np.dot(counts, np.log2(counts)) / n)
+    # Every term p * log2(1/p) is >= 0, so a single-code layer gives exactly 0.
+    return float(np.dot(counts / n, np.log2(n / counts)))
 
 
 def _check_same_n(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> None:

@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=PAPER["lr"])
     p.add_argument("--batch-size", type=int, default=PAPER["batch_size"])
     p.add_argument("--test-fraction", type=float, default=PAPER["test_fraction"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: 1; the SYN net's tiny matrices run slower with more)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -211,8 +212,9 @@ def _tensorboard_writer(run_dir: Path, purge_step: int | None):
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise SystemExit("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
     run_dir = args.run_dir or Path("runs") / f"syn-{args.activation}-{args.bits}b-s{args.seed}"
     config = _prepare_run_dir(args, run_dir, _config(args, run_dir))
     run_ = build_run(config)

@@ -1,0 +1,145 @@
+"""Layer discovery and the monitor on real Brevitas models, checked independently."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
+from brevitas.quant_tensor import IntQuantTensor
+from brevitas_examples.bnn_pynq.models import model_with_cfg
+
+from ib_brevitas import InformationPlane, find_quant_layers
+from ib_brevitas.data import digits_as_mnist
+from ib_brevitas.functional import entropy_from_counts
+from ib_brevitas.train import build_run, train_epoch
+
+BNN_PYNQ = ["tfc_1w1a", "tfc_2w2a", "sfc_1w1a", "lfc_1w1a", "cnv_1w1a", "cnv_2w2a"]
+N = 37  # no weight tensor has a leading dimension of 37
+
+
+def _probe(name: str):
+    g = torch.Generator().manual_seed(0)
+    if name.startswith("cnv"):
+        base = torch.rand(20, 3, 32, 32, generator=g)
+    else:
+        base = torch.from_numpy(digits_as_mnist()[0][:20]).unsqueeze(1)
+    x = base[torch.randint(0, 20, (N,), generator=g)]  # duplicated inputs -> duplicated codes
+    y = torch.randint(0, 10, (N,), generator=g)
+    return x, y
+
+
+def _independent_codes(model, x):
+    """Every module output that is an IntQuantTensor with one row per sample, by owner path."""
+    seen = {}
+    handles = []
+    for name, module in model.named_modules():
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, IntQuantTensor) and out.value.shape[0] == N:
+                seen[name.rsplit(".", 1)[0]] = out.int().reshape(N, -1).numpy().copy()
+        handles.append(module.register_forward_hook(hook))
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def _mi_by_np_unique(codes, y):
+    _, t = np.unique(codes, axis=0, return_counts=True)
+    _, yc = np.unique(y, return_counts=True)
+    joint = np.concatenate([codes, y[:, None]], axis=1)
+    _, tyc = np.unique(joint, axis=0, return_counts=True)
+    h_t = entropy_from_counts(t)
+    return h_t, h_t + entropy_from_counts(yc) - entropy_from_counts(tyc)
+
+
+@pytest.mark.parametrize("name", BNN_PYNQ)
+def test_bnn_pynq_layers_and_mi_match_independent_hooks(name):
+    torch.manual_seed(0)
+    model, _ = model_with_cfg(name, pretrained=False)
+    x, y = _probe(name)
+    plane = InformationPlane(model, x, y, batch_size=16)
+    expected = _independent_codes(copy.deepcopy(model), x)
+    assert plane.layer_names == list(find_quant_layers(model))
+    assert set(plane.layer_names) == set(expected)
+    codes = plane.collect_codes()
+    records = plane.measure(epoch=0)
+    for r in records:
+        assert np.array_equal(codes[r.layer], expected[r.layer]), r.layer
+        h_t, i_ty = _mi_by_np_unique(expected[r.layer], y.numpy())
+        assert r.i_xt == pytest.approx(h_t, abs=1e-12)
+        assert r.i_ty == pytest.approx(i_ty, abs=1e-12)
+        assert r.width == expected[r.layer].shape[1]
+        assert r.n_samples == N
+    assert [r.layer_index for r in records] == list(range(len(records)))
+
+
+class _Mixed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = QuantLinear(4, 6, bias=True)
+        self.act1 = QuantReLU(bit_width=4)
+        self.fc2 = torch.nn.Linear(6, 5)
+        self.off = QuantReLU(act_quant=None)
+        self.out = QuantIdentity(bit_width=3)
+
+    def forward(self, x):
+        return self.out(self.off(self.fc2(self.act1(self.fc1(x)))))
+
+
+def test_forward_order_and_names():
+    m = _Mixed()
+    assert list(find_quant_layers(m, torch.rand(2, 4))) == ["act1", "out"]
+
+
+def test_errors_name_the_layer_and_say_why():
+    m, x, y = _Mixed(), torch.rand(10, 4), torch.randint(0, 2, (10,))
+    with pytest.raises(ValueError, match="'fc2' .*no integer representation"):
+        InformationPlane(m, x, y, layers=["fc2"])
+    with pytest.raises(ValueError, match="'off' .*disabled"):
+        InformationPlane(m, x, y, layers=["off"])
+    with pytest.raises(ValueError, match="no module named 'nope'"):
+        InformationPlane(m, x, y, layers=["nope"])
+    with pytest.raises(ValueError, match="one label per"):
+        InformationPlane(m, x, y[:9])
+    with pytest.raises(ValueError, match="empty"):
+        InformationPlane(m, x[:0], y[:0])
+    with pytest.raises(ValueError, match="NaN"):
+        InformationPlane(m, x.masked_fill(x > 0.5, float("nan")), y)
+    with pytest.raises(ValueError, match="no layer that produces integer codes"):
+        InformationPlane(torch.nn.Linear(4, 2), x, y)
+    plane = InformationPlane(m, x, y)
+    with torch.no_grad():
+        m.fc1.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="'act1': NaN or inf"):
+        plane.measure(0)
+
+
+def test_flags_and_rng_restored():
+    m = _Mixed()
+    m.train()
+    m.act1.eval()
+    plane = InformationPlane(m, torch.rand(10, 4), torch.randint(0, 2, (10,)))
+    before = [mod.training for mod in m.modules()]
+    rng = torch.get_rng_state()
+    plane.measure(0)
+    assert [mod.training for mod in m.modules()] == before
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_training_is_bit_identical_with_and_without_monitor(activation):
+    config = dict(seed=3, test_fraction=0.2, activation=activation, bits=8, lr=1e-3, batch_size=256)
+    watched, plain = build_run(config), build_run(config)
+    watched.plane.measure(0)
+    for epoch in range(1, 4):
+        train_epoch(watched)
+        watched.plane.measure(epoch)
+        train_epoch(plain)
+    a, b = watched.model.state_dict(), plain.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert len(watched.plane.history) == 4 * len(watched.plane.layer_names)
