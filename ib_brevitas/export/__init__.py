@@ -1,0 +1,13 @@
+"""Export to QONNX/QCDQ and FINN, and the checks that the graph computes the analysed integers.
+
+Main environment: `to_qonnx`, `to_qcdq`, `verify` -> `ExportReport`.
+FINN (its own environment, through a subprocess): `finn_estimate` -> `HardwareReport`.
+"""
+
+from ib_brevitas.export.qonnx import to_qcdq, to_qonnx
+from ib_brevitas.export.report import ExportReport, HardwareLayer, HardwareReport, LayerCheck
+from ib_brevitas.export.verify import verify
+
+__all__ = [
+    "to_qonnx", "to_qcdq", "verify", "ExportReport", "LayerCheck", "HardwareReport", "HardwareLayer",
+]
