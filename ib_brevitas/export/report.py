@@ -26,6 +26,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _count(value: Any) -> Any:
+    """Resource counts print as integers when FINN reports them as whole floats."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
@@ -179,6 +184,7 @@ class HardwareLayer:
     bram: float | None
     dsp: float | None
     cycles: int | None
+    datatype: str | None = None
     matched: bool | None = None
     mismatches: int | None = None
     offset: int | None = None
@@ -216,6 +222,22 @@ class HardwareReport:
         kwargs["layers"] = [HardwareLayer(**row) for row in data.get("layers", [])]
         return cls(**kwargs)
 
+    def table_rows(self) -> list[dict[str, Any]]:
+        """The table as the TensorBoard plugin shows it: same keys in every row."""
+        return [
+            {"layer": r.layer or "", "hw_node": r.hw_node or "", "bit_width": r.bit_width,
+             "width": r.width, "i_xt": r.i_xt, "i_ty": r.i_ty, "lut": _count(r.lut),
+             "bram": _count(r.bram), "dsp": _count(r.dsp), "cycles": r.cycles,
+             "ints_match": r.matched}
+            for r in self.layers
+        ]
+
+    def table_totals(self) -> dict[str, Any]:
+        t = self.totals
+        return {"lut": _count(t.get("lut")), "bram": _count(t.get("bram")), "dsp": _count(t.get("dsp")),
+                "fps": t.get("fps"), "latency_ns": t.get("latency_ns"), "fpga_part": self.fpga_part,
+                "clock_ns": self.clock_ns, "bit_exact": self.bit_exact}
+
     def save(self, path: str | Path) -> Path:
         return _write_json(Path(path), self.to_dict())
 
@@ -235,13 +257,13 @@ class HardwareReport:
         header = ["layer", "hw node", "bits", "width", "I(X;T)", "I(T;Y)", "LUT", "BRAM", "DSP",
                   "cycles", "ints match"]
         rows = [
-            [r.layer, r.hw_node, r.bit_width, r.width, r.i_xt, r.i_ty, r.lut, r.bram, r.dsp,
-             r.cycles, r.matched]
+            [r.layer, r.hw_node, r.bit_width, r.width, r.i_xt, r.i_ty, _count(r.lut), _count(r.bram),
+             _count(r.dsp), r.cycles, r.matched]
             for r in self.layers
         ]
         t = self.totals
-        rows.append(["TOTAL", None, None, None, None, None, t.get("lut"), t.get("bram"),
-                     t.get("dsp"), t.get("max_cycles"), None])
+        rows.append(["TOTAL", None, None, None, None, None, _count(t.get("lut")), _count(t.get("bram")),
+                     _count(t.get("dsp")), t.get("max_cycles"), None])
         lines = [
             f"FINN estimate ({self.fpga_part}, {self.clock_ns:g} ns clock) on {self.n_samples} samples: "
             + ("OK" if self.ok else "FAILED"),
