@@ -45,6 +45,13 @@ TEST = (
 )
 
 
+NOTES = """\
+fitting: runs with a fitting phase. compression: runs with compression / runs decided
+(undecided ones apart), 95% CI: Clopper-Pearson exact. median onset: over compressing runs.
+median drop: peak - final smoothed I(X;T), bits. signed drop, p: I(X;T) fall from the epoch
+where the other runs peak, and the one-sided Wilcoxon signed-rank p-value that it is > 0."""
+
+
 @dataclass(frozen=True)
 class RunPhases:
     """One run's verdicts (layer order) and the events its tracker emitted."""
@@ -367,8 +374,7 @@ def run(args: argparse.Namespace) -> int:
     n_events = sum(len(r.events) for r in summary.runs)
     print(f"{len(summary.runs)} run(s)" + ("" if args.no_events else f", {n_events} phase event(s)"), file=out)
     print(format_summary_table(summary), file=out)
-    print(f"compression: share of decided runs, {INTERVAL.split(' over')[0]}; onset over compressing runs; "
-          "drop = peak - final smoothed I(X;T) in bits; p: " + TEST, file=out)
+    print(NOTES, file=out)
     if args.json:
         write_json(summary, args.json)
         print(f"wrote {args.json}", file=out)

@@ -37,9 +37,10 @@ EVENT_KINDS = (FITTING_ENDED, COMPRESSION_STARTED, COMPRESSION_CONFIRMED, COMPRE
 REASONS = {
     "compressed": "I(X;T) fell from its peak by at least the threshold and stayed down",
     "tentative": "I(X;T) fell by the threshold but not yet for min_sustain measurements",
-    "i_ty_dropped": "I(X;T) fell, but I(T;Y) fell by more than the tolerance with it",
+    "i_ty_dropped": "I(X;T) fell, but I(T;Y) fell by more than the tolerance during the fall",
     "no_drop": "I(X;T) did not fall from its peak by the threshold",
     "too_short_after_peak": "too few measurements after I(X;T) reached its peak to tell",
+    "too_few_measurements": "I(X;T) fell, but fewer than min_after_peak measurements exist in all",
 }
 
 
@@ -56,7 +57,7 @@ class Thresholds:
     fit_end_frac: float = 0.95  # fitting ends when I(T;Y) has made this share of its gain
     peak_tol_frac: float = 0.02  # "at the peak" = within this share of the rise / drop
     min_sustain: int = 5  # compression confirmed after this many measurements down
-    min_after_peak: int = 10  # fewer measurements after the peak: undecided
+    min_after_peak: int = 10  # fewer measurements after the peak (or in all): undecided
     release_frac: float = 0.5  # events: retract when the fall shrinks below this x threshold
 
     def __post_init__(self) -> None:
@@ -92,8 +93,9 @@ class PhaseVerdict:
 
     `compression` is True, False, or None (undecided; `reason` says why).
     `onset_epoch` is set whenever I(X;T) is down by the threshold at the end.
-    `i_ty_change` is the smoothed I(T;Y) change from the onset (else the peak)
-    to the end. Epochs are those of the input series.
+    Over the stretch from the onset (else the peak) to the end, `i_ty_change`
+    is the net change of smoothed I(T;Y) and `i_ty_fall_bits` its largest fall
+    (what `max_ty_drop_bits` bounds). Epochs are those of the input series.
     """
 
     fitting: bool
@@ -114,6 +116,7 @@ class PhaseVerdict:
     threshold_bits: float
     onset_epoch: int | float | None
     i_ty_change: float
+    i_ty_fall_bits: float
     noise_i_xt: float
     noise_i_ty: float
 
@@ -170,11 +173,14 @@ class PhaseEvent:
 
 
 def running_median(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
-    """Centred running median; at the ends the window shrinks on the missing side.
+    """Centred running median of `window` points, shrinking at the ends.
 
     A median of `window` points ignores up to window // 2 consecutive outliers,
-    so single-measurement wiggles never move the smoothed series (also not at
-    the newest point, which matters for the online detector).
+    so single-measurement wiggles never move the smoothed series. At the end
+    the window keeps its past half (median of the last h + 1 points), so the
+    newest point alone cannot move it either (the online detector's edge). At
+    the start it shrinks symmetrically: the first value stays the untrained
+    network's own measurement instead of borrowing later ones during a fast rise.
     """
     x = np.asarray(values, dtype=float)
     n, h = len(x), int(window) // 2
@@ -185,8 +191,10 @@ def running_median(values: Sequence[float] | np.ndarray, window: int) -> np.ndar
         windows = np.stack([x[k : n - 2 * h + k] for k in range(2 * h + 1)])
         out[h : n - h] = np.partition(windows, h, axis=0)[h]
     edge = x.tolist()
-    for i in [*range(min(h, n)), *range(max(n - h, min(h, n)), n)]:
-        out[i] = statistics.median(edge[max(0, i - h) : i + h + 1])
+    for i in range(min(h, n)):
+        out[i] = statistics.median(edge[: 2 * i + 1])
+    for i in range(max(n - h, min(h, n)), n):
+        out[i] = statistics.median(edge[i - h : i + h + 1])
     return out
 
 
@@ -233,6 +241,11 @@ def hinge_breakpoint(t: np.ndarray, y: np.ndarray) -> int:
     shy = sty - tau * sy - sh * y.sum() / m
     gain = np.where((shy < 0) & (shh > 0), shy * shy / np.where(shh > 0, shh, 1), -1.0)
     return int(np.argmax(gain))
+
+
+def _largest_fall(y: np.ndarray) -> float:
+    # largest decrease from an earlier to a later point (0 for a rising series)
+    return float(np.max(np.maximum.accumulate(y) - y))
 
 
 def _smoothed_noise(sigma: float, window: int) -> float:
@@ -318,16 +331,18 @@ def _analyse(epochs: Any, i_xt: Any, i_ty: Any, th: Thresholds, layer: str | Non
         # I(X;T) is down for good by half the drop
         half = int(np.flatnonzero(sx > peak - 0.5 * drop)[-1]) + 1
         onset = reach + hinge_breakpoint(e[reach : half + 1], sx[reach : half + 1])
-        ty_change = float(sy[-1] - sy[onset])
-        ty_tol = max(th.max_ty_drop_bits, th.noise_k * sig_sy)
-        if ty_change < -ty_tol:
+        ty_change, ty_fall = float(sy[-1] - sy[onset]), _largest_fall(sy[onset:])
+        ty_tol = max(th.max_ty_drop_bits, th.noise_k * sig_y)
+        if n < th.min_after_peak:  # too few points to know the noise, let alone a trend
+            compression, reason = None, "too_few_measurements"
+        elif ty_fall > ty_tol:
             compression, reason = False, "i_ty_dropped"
         elif n - j >= th.min_sustain:
             compression, reason = True, "compressed"
         else:
             compression, reason = None, "tentative"
     else:
-        ty_change = float(sy[-1] - sy[imax])
+        ty_change, ty_fall = float(sy[-1] - sy[imax]), _largest_fall(sy[imax:])
         if n - 1 - reach < th.min_after_peak:
             compression, reason = None, "too_short_after_peak"
         else:
@@ -352,6 +367,7 @@ def _analyse(epochs: Any, i_xt: Any, i_ty: Any, th: Thresholds, layer: str | Non
         threshold_bits=float(thr),
         onset_epoch=None if onset is None else _epoch_value(e[onset]),
         i_ty_change=ty_change,
+        i_ty_fall_bits=ty_fall,
         noise_i_xt=sig_x,
         noise_i_ty=sig_y,
     )
@@ -392,6 +408,7 @@ class _Layer:
     i_xt: list[float] = field(default_factory=list)
     i_ty: list[float] = field(default_factory=list)
     state: str = "none"  # none | tentative | confirmed
+    entry_threshold: float = 0.0  # the threshold when compression started (fixes the release level)
     fit_reported: bool = False
 
 
@@ -401,8 +418,9 @@ class PhaseTracker:
     `update` returns the events that measurement triggered. Compression is
     "started" (tentative) as soon as I(X;T) is down by the threshold,
     "confirmed" when `detect` says compression, and "retracted" only when the
-    fall shrinks below `release_frac` x threshold (or I(T;Y) drops), so noise
-    around the threshold cannot make events flap. `verdicts()` is exactly
+    fall shrinks below `release_frac` x the threshold (the smaller of the one
+    it started with and the current one, as the noise estimate moves) or
+    I(T;Y) drops, so noise around the threshold cannot make events flap. `verdicts()` is exactly
     `detect` on each layer's series so far. Call `finish()` once at the end
     of training so the last events agree with the final verdicts.
     """
@@ -515,8 +533,8 @@ class PhaseTracker:
             s.fit_reported = True
             out.append(self._event(name, s, FITTING_ENDED, a.fit_end_index, _fit_detail(v)))
         onset = None if v.onset_epoch is None else bisect.bisect_left(s.epochs, float(v.onset_epoch))
-        if s.state == "none" and onset is not None and v.reason != "i_ty_dropped":
-            s.state = "tentative"
+        if s.state == "none" and v.reason in ("tentative", "compressed"):
+            s.state, s.entry_threshold = "tentative", v.threshold_bits
             out.append(self._event(name, s, COMPRESSION_STARTED, onset, _compression_detail(v)))
         if s.state == "tentative" and v.compression is True:
             s.state = "confirmed"
@@ -525,7 +543,7 @@ class PhaseTracker:
             reason = None
             if v.reason == "i_ty_dropped":
                 reason = "i_ty_dropped"
-            elif v.drop_bits < th.release_frac * v.threshold_bits:
+            elif v.drop_bits < th.release_frac * min(s.entry_threshold, v.threshold_bits):
                 reason = "recovered"
             if reason is not None:
                 s.state = "none"
@@ -556,6 +574,7 @@ def _compression_detail(v: PhaseVerdict) -> dict[str, Any]:
         "drop_rel": v.drop_rel,
         "threshold_bits": v.threshold_bits,
         "i_ty_change": v.i_ty_change,
+        "i_ty_fall_bits": v.i_ty_fall_bits,
     }
 
 

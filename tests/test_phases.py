@@ -138,7 +138,8 @@ def test_running_median_equals_brute_force():
         for w in [1, 3, 5, 7]:
             x = rng.normal(size=n)
             h = w // 2
-            expected = [np.median(x[max(0, i - h) : i + h + 1]) for i in range(n)]
+            # symmetric windows, shrinking symmetrically at the start and on the future side at the end
+            expected = [np.median(x[: 2 * i + 1] if i < h else x[i - h : i + h + 1]) for i in range(n)]
             np.testing.assert_allclose(running_median(x, w), expected)
 
 
@@ -184,8 +185,7 @@ def test_step_down_verdict_numbers():
     assert v.drop_bits == pytest.approx(1.0) and v.drop_rel == pytest.approx(0.2)
     assert v.i_ty_change == pytest.approx(0.0)
     assert v.peak_reached_epoch == 90 and v.peak_epoch == 90
-    # fitting: I(T;Y) gain measured on the running median (first value: median of 3)
-    assert v.fit_gain_bits == pytest.approx(0.8 - np.median(y[:3]))
+    assert v.fit_gain_bits == pytest.approx(0.7)  # from the first measurement to the top
     assert v.fit_end_epoch == 90  # 0.8 reached at the 10th measurement
     assert v.n_measurements == 50 and v.first_epoch == 0 and v.last_epoch == 490
     assert isinstance(v.onset_epoch, int)
@@ -205,7 +205,13 @@ def test_i_ty_falling_with_i_xt_is_not_compression():
     v = detect(e, x, y)
     assert v.compression is False and v.reason == "i_ty_dropped"
     assert v.i_ty_change == pytest.approx(-0.2)
+    assert v.i_ty_fall_bits == pytest.approx(0.2)
     assert detect(e, x, y, max_ty_drop_bits=0.25).compression is True
+    # a net gain does not hide a fall: I(T;Y) rises to 1.0 after the onset, then loses 0.1
+    y = np.r_[np.full(30, 0.5), np.full(10, 1.0), np.full(10, 0.9)]
+    v = detect(e, x, y)
+    assert v.compression is False and v.reason == "i_ty_dropped"
+    assert v.i_ty_change == pytest.approx(0.4) and v.i_ty_fall_bits == pytest.approx(0.1)
 
 
 def test_fresh_fall_is_tentative_and_short_tail_is_undecided():
