@@ -94,8 +94,9 @@ def run_build(onnx_in: Path, out_dir: Path, fpga_part: str, clock_ns: float, tar
     rc = build_dataflow_cfg(str(onnx_in), cfg)
     if rc != 0:
         log_file = build_out / "build_dataflow.log"
-        tail = log_file.read_text().strip().splitlines()[-15:] if log_file.exists() else []
-        raise RuntimeError("FINN's estimate-only build failed:\n" + "\n".join(tail))
+        lines = log_file.read_text().strip().splitlines() if log_file.exists() else []
+        errors = [line for line in lines if "ERROR" in line]
+        raise RuntimeError("FINN's estimate-only build failed: " + "\n".join(errors[-3:] or lines[-15:]))
     return build_out
 
 

@@ -62,7 +62,8 @@ class LayerCheck:
     """One analysed layer: where it lives in the graph and whether its codes match.
 
     `tensor` is None when the layer could not be mapped; `reason` then says why.
-    `mismatches` counts code values (not samples) that differ from the model's.
+    `mismatches` counts code values (not samples) that differ from the model's;
+    `max_step` is the largest such difference in quantization steps.
     """
 
     layer: str
@@ -76,6 +77,7 @@ class LayerCheck:
     bit_width: int | None = None
     width: int | None = None
     op_type: str | None = None
+    max_step: int | None = None
     reason: str | None = None
 
     @property

@@ -32,6 +32,8 @@ from ib_brevitas.layers import quant_proxy
 RTOL = 1e-5  # float outputs: relative to the largest |model output|
 ATOL = 1e-6
 INTEGRAL_TOL = 1e-3  # how far value/scale + zero_point may sit from an integer
+# Float functions whose runtime implementations are not bit-identical to PyTorch's.
+FLOAT_FUNCTIONS = ("Tanh", "Sigmoid", "Softmax", "Exp", "Log", "Erf", "HardSigmoid")
 
 
 def proxy_attr(module: torch.nn.Module) -> str:
@@ -281,15 +283,26 @@ def verify(
             )
             continue
         check.mismatches = int(np.count_nonzero(codes != model_codes))
+        check.max_step = int(np.abs(codes - model_codes).max(initial=0))
         graph_point = information_plane_point(codes, plane.labels)
         check.i_xt_graph = graph_point.h_t
         check.i_ty_graph = None if y is None else graph_point.i_ty
         if check.mismatches:
-            check.reason = f"{check.mismatches} of {check.n_values} code values differ from the model's"
+            check.reason = (
+                f"{check.mismatches} of {check.n_values} code values differ from the model's "
+                f"(by up to {check.max_step} step{'s' if check.max_step > 1 else ''})"
+            )
 
     layer_list = [checks[name] for name in stores]
     ok = outputs_ok and all(c.ok for c in layer_list)
     notes = [] if labels is not None else ["no labels given: I(T;Y) not compared"]
+    float_ops = sorted({n.op_type for n in graph_model.graph.node} & set(FLOAT_FUNCTIONS))
+    if float_ops and any(c.mismatches for c in layer_list):
+        notes.append(
+            f"the graph computes {', '.join(float_ops)} in float: the runtime's implementation may "
+            "differ from PyTorch's in the last bit, which moves a value sitting exactly on a rounding "
+            "boundary to the neighbouring code (one step; see docs/export.md)"
+        )
     return ExportReport(
         ok=ok, max_abs_diff=max_abs_diff, layers=layer_list, onnx_path=str(onnx_path), format=fmt,
         n_samples=n, output_exact=output_exact, tolerance=tolerance, outputs_ok=outputs_ok, notes=notes,
