@@ -1,0 +1,35 @@
+"""TensorBoard side of ib-brevitas: a sink that writes exact-MI records into event
+files, and the `information_plane` dashboard that reads them back.
+
+This module stays import-light (no torch): TensorBoard imports the plugin
+package at start-up, and the writing sink is only loaded when asked for.
+The tag and plugin names below are the on-disk contract between both halves.
+"""
+
+from __future__ import annotations
+
+PLUGIN_NAME = "information_plane"
+# One time series per measured layer, one datum (JSON) per measurement.
+LAYER_TAG_PREFIX = "information_plane/layer/"
+PHASES_TAG = "information_plane/phases"
+HARDWARE_TAG = "information_plane/hardware"
+# Version of the JSON written into plugin metadata and tensors.
+SCHEMA_VERSION = 1
+
+__all__ = [
+    "PLUGIN_NAME",
+    "LAYER_TAG_PREFIX",
+    "PHASES_TAG",
+    "HARDWARE_TAG",
+    "SCHEMA_VERSION",
+    "TensorBoardSink",
+]
+
+
+def __getattr__(name: str):
+    # Lazy: the sink imports torch, the plugin must not.
+    if name == "TensorBoardSink":
+        from ib_brevitas.tensorboard.summary import TensorBoardSink
+
+        return TensorBoardSink
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

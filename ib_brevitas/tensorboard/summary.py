@@ -1,0 +1,222 @@
+"""Write exact-MI records into TensorBoard event files for the information-plane tab.
+
+`TensorBoardSink` writes through the user's own `SummaryWriter` (or one it opens
+in a run directory), so everything lands in one event file per writer: one
+plugin summary per layer per measurement (JSON with every `LayerMI` field plus
+the run's bounds and layer order), the scalars `ib/I_XT/<layer>` and
+`ib/I_TY/<layer>` for the Scalars tab, phase events, and an optional
+information-versus-hardware table. The global step is the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from typing import Any, Iterable, Mapping
+
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.util import tensor_util
+
+from ib_brevitas.records import LayerMI
+from ib_brevitas.tensorboard import (
+    HARDWARE_TAG,
+    LAYER_TAG_PREFIX,
+    PHASES_TAG,
+    PLUGIN_NAME,
+    SCHEMA_VERSION,
+)
+
+PHASE_EVENT_KEYS = ("layer", "epoch", "kind", "detail")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars (np.int64, np.float32, np.bool_) from user code.
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(obj: Any, what: str) -> str:
+    try:
+        return json.dumps(obj, allow_nan=False, default=_json_default, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{what} cannot be written to TensorBoard: {e}. "
+            "Pass plain numbers/strings (no NaN or inf)."
+        ) from None
+
+
+def plugin_summary(tag: str, payload: str, metadata: Mapping[str, Any] | None) -> summary_pb2.Summary:
+    """A one-value Summary owned by the information-plane plugin.
+
+    `payload` is a JSON string stored as a scalar string tensor; DATA_CLASS_TENSOR
+    is required, without it the data provider does not return the series.
+    `metadata` (plugin content) only needs to be sent with a tag's first value.
+    """
+    value = summary_pb2.Summary.Value(
+        tag=tag, tensor=tensor_util.make_tensor_proto(payload.encode("utf-8"))
+    )
+    if metadata is not None:
+        value.metadata.plugin_data.plugin_name = PLUGIN_NAME
+        value.metadata.plugin_data.content = _dumps(dict(metadata), "plugin metadata").encode()
+        value.metadata.data_class = summary_pb2.DATA_CLASS_TENSOR
+    return summary_pb2.Summary(value=[value])
+
+
+def add_summary(writer: Any, summary: summary_pb2.Summary, step: int) -> None:
+    """Write `summary` through the SummaryWriter's own event file.
+
+    torch exposes no public call for a raw Summary proto (`add_tensor`
+    hard-codes another plugin name), so this is the one place that uses
+    `SummaryWriter._get_file_writer()`; opening a second event file in the
+    same run directory would race with the user's writer.
+    """
+    get = getattr(writer, "_get_file_writer", None)
+    if get is None:
+        raise TypeError(
+            f"writer must be a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}"
+        )
+    get().add_summary(summary, step)
+
+
+def _check_step(step: Any, what: str) -> int:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise ValueError(f"{what} must be a non-negative integer (the epoch), got {step!r}")
+    return int(step)
+
+
+def _as_record(rec: Any) -> LayerMI:
+    if isinstance(rec, LayerMI):
+        return rec
+    if isinstance(rec, Mapping):
+        return LayerMI.from_dict(rec)
+    raise TypeError(
+        f"expected LayerMI records (from InformationPlane.measure), got {type(rec).__name__}"
+    )
+
+
+class TensorBoardSink:
+    """Writes measurements for the `information_plane` TensorBoard tab.
+
+    Pass the `SummaryWriter` you already use (its purge_step, flush policy and
+    event file are respected) or a `log_dir` to open one here; `group` names
+    the configuration a run belongs to, so the dashboard can average seeds
+    (default: the run name without a seed suffix such as `-seed3`).
+    """
+
+    def __init__(
+        self,
+        writer: Any = None,
+        log_dir: str | os.PathLike | None = None,
+        *,
+        group: str | None = None,
+        purge_step: int | None = None,
+    ) -> None:
+        if (writer is None) == (log_dir is None):
+            raise ValueError("give exactly one of writer= (a SummaryWriter) or log_dir= (a run directory)")
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"group must be a string, got {type(group).__name__}")
+        if writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(log_dir=os.fspath(log_dir), purge_step=purge_step)
+            self._owns_writer = True
+        else:
+            if purge_step is not None:
+                raise ValueError("purge_step only applies with log_dir=; set it on your own SummaryWriter")
+            self._owns_writer = False
+        self.writer = writer
+        self.group = group
+        self._tags_with_metadata: set[str] = set()
+        self._phases_by_step: dict[int, list[dict[str, Any]]] = {}
+
+    def _metadata_once(self, tag: str, content: dict[str, Any]) -> dict[str, Any] | None:
+        if tag in self._tags_with_metadata:
+            return None
+        self._tags_with_metadata.add(tag)
+        return {"version": SCHEMA_VERSION, **content}
+
+    def write(self, records: Iterable[LayerMI], step: int | None = None) -> None:
+        """Write one measurement (all layers) at global step `step` (default: the epoch)."""
+        records = [_as_record(r) for r in records]
+        if not records:
+            return
+        names = [r.layer for r in records]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"layers {dupes} appear twice in one measurement; write each layer once per step")
+        order = [r.layer for r in sorted(records, key=lambda r: (r.layer_index, r.layer))]
+        for rec in records:
+            s = _check_step(rec.epoch if step is None else step, f"step of layer {rec.layer!r}")
+            datum = rec.to_dict()
+            datum["label"] = rec.label
+            datum["log2_n"] = rec.log2_n
+            tag = LAYER_TAG_PREFIX + rec.layer
+            meta = self._metadata_once(
+                tag,
+                {"kind": "layer", "layer": rec.layer, "layer_index": rec.layer_index,
+                 "layers": order, "group": self.group},
+            )
+            add_summary(self.writer, plugin_summary(tag, _dumps(datum, f"record of layer {rec.layer!r}"), meta), s)
+            self.writer.add_scalar(f"ib/I_XT/{rec.layer}", rec.i_xt, global_step=s)
+            self.writer.add_scalar(f"ib/I_TY/{rec.layer}", rec.i_ty, global_step=s)
+
+    def write_phase_events(self, events: Iterable[Mapping[str, Any]], step: int | None = None) -> None:
+        """Write phase events (dicts with layer, epoch, kind, detail, ...) for the plugin's markers.
+
+        Events written at the same step are merged, so the latest value at a
+        step holds them all (TensorBoard's Rust loader keeps one value per step).
+        Also written as a text summary `ib/phases` for the Text tab.
+        """
+        events = [dict(e) for e in events]
+        if not events:
+            return
+        for e in events:
+            missing = [k for k in PHASE_EVENT_KEYS if k not in e]
+            if missing:
+                raise ValueError(f"phase event {e!r} lacks the keys {missing}; each needs {list(PHASE_EVENT_KEYS)}")
+            _check_step(e["epoch"], f"epoch of phase event {e!r}")
+        s = _check_step(max(int(e["epoch"]) for e in events) if step is None else step, "step")
+        merged = self._phases_by_step.setdefault(s, [])
+        merged.extend(events)
+        meta = self._metadata_once(PHASES_TAG, {"kind": "phases"})
+        add_summary(self.writer, plugin_summary(PHASES_TAG, _dumps(merged, "phase events"), meta), s)
+        lines = [
+            f"- epoch {e['epoch']}, layer `{e['layer']}`: **{e['kind']}** {e['detail']}" for e in events
+        ]
+        self.writer.add_text("ib/phases", "\n".join(lines), global_step=s)
+
+    def write_hardware_table(
+        self, rows: list[Mapping[str, Any]], totals: Mapping[str, Any], step: int = 0
+    ) -> None:
+        """Write the information-versus-hardware-cost table shown under the plane.
+
+        `rows`: one dict per layer (same keys in every row, e.g. layer, i_xt,
+        luts, bram); `totals`: one dict for the whole network. The latest
+        table written wins.
+        """
+        if not isinstance(rows, (list, tuple)) or not all(isinstance(r, Mapping) for r in rows):
+            raise TypeError("rows must be a list of dicts, one per layer")
+        if not isinstance(totals, Mapping):
+            raise TypeError("totals must be a dict")
+        payload = _dumps({"rows": [dict(r) for r in rows], "totals": dict(totals)}, "hardware table")
+        meta = self._metadata_once(HARDWARE_TAG, {"kind": "hardware"})
+        add_summary(self.writer, plugin_summary(HARDWARE_TAG, payload, meta), _check_step(step, "step"))
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush; also close the writer if this sink opened it."""
+        if self._owns_writer:
+            self.writer.close()
+        else:
+            self.writer.flush()
+
+    def __enter__(self) -> "TensorBoardSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
