@@ -14,7 +14,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import sys
 import warnings
 from dataclasses import dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import json
 import math
 import os
 import statistics
@@ -263,7 +264,7 @@ def _as_series(name: str, values: Any, layer: str | None) -> np.ndarray:
         arr = np.asarray(values)
     except Exception as e:  # ragged input and the like
         raise TypeError(f"{name}{where} must be a 1-D sequence of numbers ({e})") from None
-    if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
+    if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name}{where} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name}{where} must be 1-D, got shape {arr.shape}")
@@ -305,7 +306,7 @@ def _analyse(epochs: Any, i_xt: Any, i_ty: Any, th: Thresholds, layer: str | Non
     w = int(th.smooth)
     sx, sy = running_median(x, w), running_median(y, w)
     sig_x, sig_y = noise_sigma(x), noise_sigma(y)
-    sig_sx, sig_sy = _smoothed_noise(sig_x, w), _smoothed_noise(sig_y, w)
+    sig_sx = _smoothed_noise(sig_x, w)
 
     # Fitting: I(T;Y) rises from the start; it ends when most of the gain is made.
     fit_gain = float(sy.max() - sy[0])
@@ -579,6 +580,21 @@ def _compression_detail(v: PhaseVerdict) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- files and text
+
+
+def write_events(path: str | os.PathLike, events: Iterable[PhaseEvent]) -> None:
+    """Atomically replace a phases.jsonl with `events` (e.g. a resumed tracker's `.events`).
+
+    On resume this makes the file exactly the replayed history, whatever a
+    crash left in it; later events are appended with `append_jsonl`.
+    """
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(e.to_dict(), allow_nan=False) + "\n" for e in events))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_events(path: str | os.PathLike) -> list[PhaseEvent]:

@@ -22,7 +22,7 @@ from ib_brevitas.phase_report import (
     signed_drops,
     summarize_runs,
 )
-from ib_brevitas.phases import detect, running_median
+from ib_brevitas.phases import detect
 from ib_brevitas.records import LayerMI, append_jsonl
 
 EPOCHS = np.arange(80) * 5

@@ -25,6 +25,7 @@ from ib_brevitas.phases import (
     noise_sigma,
     read_events,
     running_median,
+    write_events,
 )
 from ib_brevitas.records import LayerMI, append_jsonl
 
@@ -41,8 +42,8 @@ def synthetic(kind: str, rng: np.random.Generator, sigma: float, spikes: int = 0
     (10-30 % later), then, for the compressing kinds, falls by DROP (linearly or
     exponentially) to the end. I(T;Y) rises with I(X;T) and stays. Gaussian
     noise of sd `sigma` (I(T;Y): sigma / 5) and `spikes` single-measurement
-    outliers of 0.5-1.5 x DROP are added; "wiggle" oscillates on the plateau
-    with amplitude `wiggle`.
+    outliers of 0.5-1.5 x DROP (after the first measurement) are added;
+    "wiggle" oscillates on the plateau with amplitude `wiggle`.
     """
     t1 = rng.uniform(0.10, 0.25) * SPAN
     t2 = t1 + rng.uniform(0.10, 0.30) * SPAN
@@ -66,7 +67,7 @@ def synthetic(kind: str, rng: np.random.Generator, sigma: float, spikes: int = 0
     y = 0.9 * up if kind != "flat" else np.full(N, 0.9)
     x = x + rng.normal(0, sigma, N)
     y = y + rng.normal(0, sigma / 5, N)
-    for i in rng.choice(N, spikes, replace=False):
+    for i in 1 + rng.choice(N - 1, spikes, replace=False):  # the untrained network's point is exact
         x[i] += rng.choice([-1, 1]) * rng.uniform(0.5, 1.5) * DROP
     return EPOCHS.copy(), x, y, onset
 
@@ -386,10 +387,10 @@ def test_recovery_retracts_and_finish_reconciles():
 
 
 def test_finish_makes_events_agree_with_final_verdicts():
-    for seed in range(6):
+    for seed in range(3):
         layers = _three_layers(seed, sigma=0.1)
         tracker = PhaseTracker()
-        _feed(tracker, layers, 0, N - seed * 17)  # some runs stop early
+        _feed(tracker, layers, 0, N - seed * 40)  # some runs stop early
         tracker.finish()
         for name, v in tracker.verdicts().items():
             comp = [ev.kind for ev in tracker.events if ev.layer == name and ev.kind != FITTING_ENDED]
@@ -438,6 +439,10 @@ def test_events_and_verdicts_round_trip_through_json(tmp_path):
     path = tmp_path / "phases.jsonl"
     append_jsonl(path, [ev.to_dict() for ev in tracker.events])
     assert read_events(path) == tracker.events
+    with path.open("a") as f:
+        f.write('{"layer": "T1", "kind": "fitting_en')  # a torn last line, as a crash leaves it
+    write_events(path, tracker.events[:2])  # resume: the file becomes the replayed history
+    assert read_events(path) == tracker.events[:2]
     for v in tracker.verdicts().values():
         assert PhaseVerdict.from_dict(json.loads(json.dumps(v.to_dict(), allow_nan=False))) == v
     with pytest.raises(ValueError, match="unknown phase event kind"):
