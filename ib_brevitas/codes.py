@@ -44,24 +44,30 @@ class PackedCodes:
         nbytes = padded // self.per_byte if self.bits < 8 else width * self.bits // 8
         self.rows = np.zeros((n_samples, nbytes), dtype=np.uint8)
         self.filled = 0
-        self._shifts = (
-            torch.arange(self.per_byte, dtype=torch.int32) * self.bits if self.bits < 8 else None
-        )
 
     @property
     def nbytes(self) -> int:
         return self.rows.nbytes
 
     def _unsigned(self, codes: torch.Tensor) -> torch.Tensor:
-        """Map codes onto 0 .. 2^b - 1, refusing anything outside the declared range."""
+        """Map codes onto 0 .. 2^b - 1, refusing anything outside the declared range.
+
+        Up to 8 bits this works in uint8 (no wider copies of large activations):
+        c -> c + 2^(b-1) mod 256 is a bijection on bytes that sends exactly the
+        in-range signed codes to 0 .. 2^b - 1, so `u < 2^b` is an exact range check.
+        """
         b = self.bit_width
-        c = codes.to(torch.int64) if b > 16 else codes.to(torch.int32)
         if self.signed and b == 1:
-            ok = bool(((c == 1) | (c == -1)).all())
-            u = (c + 1) // 2
+            ok = bool((codes.abs() == 1).all())
+            u = (codes > 0).to(torch.uint8)
+        elif b <= 8:
+            u = codes.to(torch.uint8)
+            if self.signed:
+                u = u + (1 << (b - 1))  # wraps mod 256
+            ok = b == 8 or bool((u < (1 << b)).all())
         else:
-            lo = -(1 << (b - 1)) if self.signed else 0
-            u = c - lo
+            c = codes.to(torch.int64)
+            u = c - (-(1 << (b - 1)) if self.signed else 0)
             ok = bool(((u >= 0) & (u < (1 << b))).all())
         if not ok:
             raise ValueError(
@@ -82,16 +88,18 @@ class PackedCodes:
             )
         if self.filled + batch > self.n_samples:
             raise ValueError(f"layer {self.layer!r}: more samples than the probe set holds")
+        u = self._unsigned(flat)
         if self.bits < 8:
-            u = self._unsigned(flat)
             if self._pad:
                 u = torch.nn.functional.pad(u, (0, self._pad))
-            u = u.reshape(batch, -1, self.per_byte) << self._shifts
-            packed = u.sum(dim=2).to(torch.uint8)
+            u = u.reshape(batch, -1, self.per_byte)
+            packed = u[:, :, 0].clone()
+            for k in range(1, self.per_byte):
+                packed |= u[:, :, k] << (self.bits * k)
         elif self.bits == 8:
-            packed = (self._unsigned(flat)).to(torch.uint8)
+            packed = u
         else:
-            packed = self._unsigned(flat).to(_CONTAINER_DTYPES[self.bits])
+            packed = u.to(_CONTAINER_DTYPES[self.bits])
         view = packed.contiguous().cpu().numpy().view(np.uint8).reshape(batch, -1)
         self.rows[self.filled : self.filled + batch] = view
         self.filled += batch

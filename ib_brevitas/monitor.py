@@ -23,6 +23,29 @@ from ib_brevitas.state import observation
 
 Sink = Callable[[list[LayerMI]], None]
 
+# Codes are read from at most this many activation values at a time, so the
+# float temporaries of QuantTensor.int() stay small next to the batch itself.
+_CHUNK_VALUES = 1 << 20
+
+
+def _sample_chunks(out: IntQuantTensor):
+    """Split an IntQuantTensor along the batch dimension (scale/zero point follow when batched)."""
+    batch = out.value.shape[0]
+    step = max(1, _CHUNK_VALUES // max(1, out.value[0].numel()))
+    if step >= batch:
+        yield out
+        return
+
+    def part(t, s):
+        batched = t.dim() == out.value.dim() and t.shape[0] == batch and batch > 1
+        return t[s : s + step] if batched else t
+
+    for s in range(0, batch, step):
+        yield IntQuantTensor(
+            out.value[s : s + step], part(out.scale, s), part(out.zero_point, s),
+            out.bit_width, out.signed, out.training,
+        )
+
 
 def _as_inputs(inputs: Any) -> torch.Tensor:
     x = torch.as_tensor(inputs)
@@ -124,22 +147,22 @@ class InformationPlane:
                         f"layer {name!r}: its quantizer returned {type(out).__name__}, not an "
                         "IntQuantTensor, so it has no integer codes to measure"
                     )
-                if not torch.isfinite(out.value).all():
-                    raise ValueError(
-                        f"layer {name!r}: NaN or inf reached this quantized layer; the model "
-                        "has diverged (check the learning rate and the inputs)"
-                    )
                 bit_width = float(out.bit_width)
                 if bit_width != int(bit_width):
                     raise ValueError(f"layer {name!r}: bit width {bit_width} is not an integer")
-                codes = out.int()
                 store = stores.get(name)
                 if store is None:
-                    width = int(codes[0].numel())
+                    width = int(out.value[0].numel())
                     store = stores[name] = PackedCodes(name, n, width, int(bit_width), bool(out.signed))
                 elif int(bit_width) != store.bit_width:
                     raise ValueError(f"layer {name!r}: bit width changed within one probe pass")
-                store.append(codes)
+                for chunk in _sample_chunks(out):
+                    if not torch.isfinite(chunk.value).all():
+                        raise ValueError(
+                            f"layer {name!r}: NaN or inf reached this quantized layer; the model "
+                            "has diverged (check the learning rate and the inputs)"
+                        )
+                    store.append(chunk.int())
 
             return hook
 
