@@ -173,13 +173,18 @@ def mutual_information(codes: Any, labels: Any) -> float:
     return information_plane_point(codes, labels).i_ty
 
 
-def information_plane_point(codes: Any, labels: Any) -> PlanePoint:
-    """H(T), I(T;Y), H(Y) and the distinct-code count, sharing one grouping of the codes."""
+def information_plane_point(
+    codes: Any, labels: Any, *, label_groups: tuple[np.ndarray, np.ndarray] | None = None
+) -> PlanePoint:
+    """H(T), I(T;Y), H(Y) and the distinct-code count, sharing one grouping of the codes.
+
+    `label_groups` may pass `unique_rows(labels)` computed once for many layers.
+    """
     rows = as_code_rows(codes, "codes")
     lab = as_code_rows(labels, "labels")
     _check_same_n(rows, lab, "codes", "labels")
     t_ids, t_counts = unique_rows(rows)
-    y_ids, y_counts = unique_rows(lab)
+    y_ids, y_counts = unique_rows(lab) if label_groups is None else label_groups
     ty_counts = np.unique(_joint_ids(t_ids, y_ids), return_counts=True)[1]
     h_t = entropy_from_counts(t_counts)
     h_y = entropy_from_counts(y_counts)

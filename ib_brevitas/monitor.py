@@ -16,10 +16,10 @@ import torch
 from brevitas.quant_tensor import IntQuantTensor
 
 from ib_brevitas.codes import PackedCodes
-from ib_brevitas.functional import as_code_rows, information_plane_point
+from ib_brevitas.functional import as_code_rows, information_plane_point, unique_rows
 from ib_brevitas.layers import quant_proxy, select_layers
 from ib_brevitas.records import LayerMI, append_jsonl
-from ib_brevitas.state import observation
+from ib_brevitas.state import Observer
 
 Sink = Callable[[list[LayerMI]], None]
 
@@ -115,6 +115,8 @@ class InformationPlane:
         self.layer_names = list(self._modules)
         self.history: list[LayerMI] = []
         self._sinks: list[Sink] = []
+        self._observe = Observer(model)
+        self._label_groups = unique_rows(self.labels)
 
     @property
     def n_samples(self) -> int:
@@ -170,7 +172,7 @@ class InformationPlane:
             quant_proxy(m).register_forward_hook(hook_for(name)) for name, m in self._modules.items()
         ]
         try:
-            with observation(self.model):
+            with self._observe():
                 for start in range(0, n, self.batch_size):
                     self.model(self.inputs[start : start + self.batch_size].to(self.device))
         finally:
@@ -196,7 +198,7 @@ class InformationPlane:
         stores = self.collect()
         records = []
         for index, (name, store) in enumerate(stores.items()):
-            point = information_plane_point(store.rows, self.labels)
+            point = information_plane_point(store.rows, self.labels, label_groups=self._label_groups)
             records.append(
                 LayerMI(
                     layer=name,
