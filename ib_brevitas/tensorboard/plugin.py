@@ -298,10 +298,6 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
                     skipped += 1
         points.sort(key=lambda p: (p["layer_index"], p["layer"], p["epoch"]))
         index_of = {p["layer"]: p["layer_index"] for p in points}
-        for tag, content in contents.items():
-            name = tag[len(LAYER_TAG_PREFIX):]
-            if name not in index_of and isinstance(content.get("layer_index"), int):
-                index_of[name] = content["layer_index"]
         order = sorted(index_of, key=lambda n: (index_of[n], n))
         groups = [c["group"] for c in contents.values() if isinstance(c.get("group"), str) and c["group"]]
         n_samples = [p["n_samples"] for p in points if isinstance(p.get("n_samples"), int) and p["n_samples"] > 0]
@@ -327,7 +323,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         events, seen = [], set()
         for batch in values.get(PHASES_TAG, []):
             for e in batch if isinstance(batch, list) else [batch]:
-                if not (isinstance(e, dict) and isinstance(e.get("layer"), str) and isinstance(e.get("epoch"), int)):
+                if not (isinstance(e, dict) and isinstance(e.get("layer"), str) and _is_number(e.get("epoch"))):
                     skipped += 1
                     continue
                 key = json.dumps(e, sort_keys=True)

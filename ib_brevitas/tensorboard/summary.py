@@ -11,6 +11,7 @@ information-versus-hardware table. The global step is the epoch.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 from typing import Any, Iterable, Mapping
@@ -84,6 +85,16 @@ def _check_step(step: Any, what: str) -> int:
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
         raise ValueError(f"{what} must be a non-negative integer (the epoch), got {step!r}")
     return int(step)
+
+
+def _is_epoch(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, Mapping):
+        return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in detail.items())
+    return str(detail)
 
 
 def _as_record(rec: Any) -> LayerMI:
@@ -165,9 +176,11 @@ class TensorBoardSink:
     def write_phase_events(self, events: Iterable[Mapping[str, Any]], step: int | None = None) -> None:
         """Write phase events (dicts with layer, epoch, kind, detail, ...) for the plugin's markers.
 
-        Events written at the same step are merged, so the latest value at a
-        step holds them all (TensorBoard's Rust loader keeps one value per step).
-        Also written as a text summary `ib/phases` for the Text tab.
+        The global step is `step`, else the latest `detected_epoch` (the
+        measurement that decided the events), else the latest `epoch`. Events
+        written at one step are merged, so the last value at a step holds them
+        all (TensorBoard's Rust loader keeps one value per step). Also written
+        as the text summary `ib/phases` for the Text tab.
         """
         events = [dict(e) for e in events]
         if not events:
@@ -176,15 +189,18 @@ class TensorBoardSink:
             missing = [k for k in PHASE_EVENT_KEYS if k not in e]
             if missing:
                 raise ValueError(f"phase event {e!r} lacks the keys {missing}; each needs {list(PHASE_EVENT_KEYS)}")
-            _check_step(e["epoch"], f"epoch of phase event {e!r}")
-        s = _check_step(max(int(e["epoch"]) for e in events) if step is None else step, "step")
+            if not _is_epoch(e["epoch"]):
+                raise ValueError(f"phase event {e!r}: epoch must be a non-negative number")
+        if step is None:
+            decided = [e.get("detected_epoch") for e in events]
+            at = decided if all(_is_epoch(d) for d in decided) else [e["epoch"] for e in events]
+            step = int(max(at))
+        s = _check_step(step, "step")
         merged = self._phases_by_step.setdefault(s, [])
         merged.extend(events)
         meta = self._metadata_once(PHASES_TAG, {"kind": "phases"})
         add_summary(self.writer, plugin_summary(PHASES_TAG, _dumps(merged, "phase events"), meta), s)
-        lines = [
-            f"- epoch {e['epoch']}, layer `{e['layer']}`: **{e['kind']}** {e['detail']}" for e in events
-        ]
+        lines = [f"- epoch {e['epoch']}, layer `{e['layer']}`: **{e['kind']}** {_describe(e['detail'])}" for e in events]
         self.writer.add_text("ib/phases", "\n".join(lines), global_step=s)
 
     def write_hardware_table(

@@ -99,6 +99,13 @@ function fmtTick(v) {
   return Number.isInteger(v) ? String(v) : String(+v.toFixed(3));
 }
 
+function detailText(detail) {
+  if (detail === undefined || detail === null || detail === "") return "";
+  if (typeof detail !== "object") return ` \u2013 ${detail}`;
+  const parts = Object.entries(detail).map(([k, v]) => `${k} = ${typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(4) : v}`);
+  return parts.length ? ` \u2013 ${parts.join(", ")}` : "";
+}
+
 function fmt(v) {
   return typeof v === "number" ? v.toFixed(4) : "–";
 }
@@ -419,13 +426,13 @@ function drawEpochs(series, bounds, events, charts) {
       if (!near) continue;
       const x = xs.map(e.epoch);
       for (const part of parts) {
-        const y = part.ys.map(near[part.key]);
+        const y = part.ys.map(typeof e[part.key] === "number" ? e[part.key] : near[part.key]);
         g.appendChild(svgEl("line", { x1: x, x2: x, y1: part.top, y2: part.top + half, stroke: color, class: "ip-phase-line" }));
         const m = svgEl("path", {
           d: `M${x.toFixed(1)},${(y - 3).toFixed(1)}l-4,-7h8z`, fill: color,
           class: "ip-phase", "data-layer": s.layer, "data-epoch": e.epoch, "data-kind": String(e.kind),
         });
-        m.appendChild(svgEl("title", {}, `${s.label} (${s.layer}) epoch ${e.epoch}: ${e.kind}${e.detail ? " \u2013 " + e.detail : ""}`));
+        m.appendChild(svgEl("title", {}, `${s.label} (${s.layer}) epoch ${e.epoch}: ${String(e.kind).replace(/_/g, " ")}${detailText(e.detail)}`));
         g.appendChild(m);
       }
     }
