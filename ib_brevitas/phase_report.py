@@ -333,7 +333,8 @@ def add_threshold_arguments(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Thresholds):
         g.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
-            metavar="N" if isinstance(f.default, int) else "X", help=f"default: {f.default}",
+            metavar="N" if isinstance(f.default, int) else "X",
+            help=f"{f.metadata['help']} (default: {f.default})",
         )
 
 

@@ -13,7 +13,6 @@ import this module).
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import json
 import math
@@ -45,21 +44,25 @@ REASONS = {
 }
 
 
+def _knob(default: float, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Knobs of the detector (all documented with their defaults in docs/phases.md)."""
 
-    smooth: int = 5  # running-median window, in measurements (odd)
-    min_drop_bits: float = 0.1  # compression: least fall of I(X;T) from its peak, bits
-    min_drop_rel: float = 0.01  # ... and least fall relative to the peak
-    noise_k: float = 4.0  # ... and least fall in units of the measurement noise
-    max_ty_drop_bits: float = 0.05  # most I(T;Y) may fall during compression, bits
-    min_gain_bits: float = 0.05  # fitting: least rise of I(T;Y), bits
-    fit_end_frac: float = 0.95  # fitting ends when I(T;Y) has made this share of its gain
-    peak_tol_frac: float = 0.02  # "at the peak" = within this share of the rise / drop
-    min_sustain: int = 5  # compression confirmed after this many measurements down
-    min_after_peak: int = 10  # fewer measurements after the peak (or in all): undecided
-    release_frac: float = 0.5  # events: retract when the fall shrinks below this x threshold
+    smooth: int = _knob(5, "running-median window, in measurements (odd)")
+    min_drop_bits: float = _knob(0.1, "compression: least fall of I(X;T) from its peak, bits")
+    min_drop_rel: float = _knob(0.01, "compression: least fall relative to the peak")
+    noise_k: float = _knob(4.0, "falls and gains must exceed this many noise sd")
+    max_ty_drop_bits: float = _knob(0.05, "most I(T;Y) may fall during compression, bits")
+    min_gain_bits: float = _knob(0.05, "fitting: least rise of I(T;Y), bits")
+    fit_end_frac: float = _knob(0.95, "fitting ends when I(T;Y) has made this share of its gain")
+    peak_tol_frac: float = _knob(0.02, "'at the peak' = within this share of the rise")
+    min_sustain: int = _knob(5, "compression needs this many measurements down")
+    min_after_peak: int = _knob(10, "fewer measurements after the peak (or in all): undecided")
+    release_frac: float = _knob(0.5, "events: retract when the fall shrinks below this x threshold")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -191,12 +194,18 @@ def running_median(values: Sequence[float] | np.ndarray, window: int) -> np.ndar
     if n > 2 * h:
         windows = np.stack([x[k : n - 2 * h + k] for k in range(2 * h + 1)])
         out[h : n - h] = np.partition(windows, h, axis=0)[h]
-    edge = x.tolist()
-    for i in range(min(h, n)):
-        out[i] = statistics.median(edge[: 2 * i + 1])
-    for i in range(max(n - h, min(h, n)), n):
-        out[i] = statistics.median(edge[i - h : i + h + 1])
+    edges = [*range(min(h, n)), *range(max(n - h, min(h, n)), n)]
+    if edges:
+        head, tail = x[: 3 * h].tolist(), x[max(0, n - 2 * h) :].tolist()
+        for i in edges:
+            out[i] = statistics.median(_window(head, i, h) if i < h else _window(tail, i - max(0, n - 2 * h), h))
     return out
+
+
+def _window(x: list, i: int, h: int) -> list:
+    # running_median's window at position i: symmetric, shrinking at the start,
+    # losing its future half at the end (slicing clips it)
+    return x[: 2 * i + 1] if i < h else x[i - h : i + h + 1]
 
 
 def noise_sigma(values: Sequence[float] | np.ndarray) -> float:
@@ -304,7 +313,13 @@ def _analyse(epochs: Any, i_xt: Any, i_ty: Any, th: Thresholds, layer: str | Non
             f"{e[i - 1]:g}; sort the measurements and drop duplicates"
         )
     w = int(th.smooth)
-    sx, sy = running_median(x, w), running_median(y, w)
+    return _decide(e, x, y, running_median(x, w), running_median(y, w), th)
+
+
+def _decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.ndarray,
+            th: Thresholds) -> _Analysis:
+    """The verdict from validated raw series and their running medians."""
+    n, w = len(e), int(th.smooth)
     sig_x, sig_y = noise_sigma(x), noise_sigma(y)
     sig_sx = _smoothed_noise(sig_x, w)
 
@@ -402,15 +417,39 @@ def make_thresholds(kw: Mapping[str, Any]) -> Thresholds:
 # ---------------------------------------------------------------- online
 
 
-@dataclass
 class _Layer:
-    index: int
-    epochs: list[float] = field(default_factory=list)
-    i_xt: list[float] = field(default_factory=list)
-    i_ty: list[float] = field(default_factory=list)
-    state: str = "none"  # none | tentative | confirmed
-    entry_threshold: float = 0.0  # the threshold when compression started (fixes the release level)
-    fit_reported: bool = False
+    """One layer's series (raw and smoothed) in growing buffers, plus its event state.
+
+    Appending a point changes only the running medians whose window holds it,
+    so those are recomputed and the rest kept: each update costs O(window)
+    for smoothing instead of O(n), with values identical to `running_median`.
+    """
+
+    def __init__(self, index: int, window: int) -> None:
+        self.index, self.window, self.n = index, window, 0
+        self.buf = np.empty((5, 64))  # epochs, i_xt, i_ty, smoothed i_xt, smoothed i_ty
+        self.state = "none"  # none | tentative | confirmed
+        self.entry_threshold = 0.0  # the threshold when compression started (fixes the release level)
+        self.fit_reported = False
+
+    def append(self, epoch: float, i_xt: float, i_ty: float) -> None:
+        if self.n == self.buf.shape[1]:
+            self.buf = np.concatenate([self.buf, np.empty_like(self.buf)], axis=1)
+        n, h = self.n + 1, self.window // 2
+        self.buf[:3, n - 1] = epoch, i_xt, i_ty
+        lo = max(0, n - 1 - h)  # first index whose window holds the new point
+        start = max(0, lo - h)
+        for raw, smooth in ((1, 3), (2, 4)):
+            tail = self.buf[raw, start:n].tolist()
+            self.buf[smooth, lo:n] = [statistics.median(_window(tail, i - start, h)) for i in range(lo, n)]
+        self.n = n
+
+    def series(self) -> tuple[np.ndarray, ...]:
+        return tuple(self.buf[:, : self.n])
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return self.buf[0, : self.n]
 
 
 class PhaseTracker:
@@ -461,8 +500,8 @@ class PhaseTracker:
         for r in sorted(records, key=lambda r: r.epoch):
             s = self._layers.get(r.layer)
             if s is None:
-                s = self._layers[r.layer] = _Layer(index=int(r.layer_index))
-            if s.epochs and not r.epoch > s.epochs[-1]:
+                s = self._layers[r.layer] = _Layer(int(r.layer_index), int(self.thresholds.smooth))
+            if s.n and not r.epoch > s.epochs[-1]:
                 raise ValueError(
                     f"layer {r.layer!r}: epoch {r.epoch} is not after its last measured epoch "
                     f"{_epoch_value(s.epochs[-1])}; feed each measurement once and in order "
@@ -472,9 +511,7 @@ class PhaseTracker:
                 v = getattr(r, name)
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                     raise ValueError(f"layer {r.layer!r} at epoch {r.epoch}: {name} is {v!r}, not a finite number")
-            s.epochs.append(float(r.epoch))
-            s.i_xt.append(float(r.i_xt))
-            s.i_ty.append(float(r.i_ty))
+            s.append(float(r.epoch), float(r.i_xt), float(r.i_ty))
             touched[r.layer] = r.epoch
         new: list[PhaseEvent] = []
         for name in sorted(touched, key=lambda k: self._layers[k].index):
@@ -503,24 +540,23 @@ class PhaseTracker:
             if s.state != "none" and v.compression is not True:
                 s.state = "none"
                 detail = {**_compression_detail(v), "reason": "final_verdict_" + v.reason}
-                new.append(self._event(name, s, COMPRESSION_RETRACTED, len(s.epochs) - 1, detail))
+                new.append(self._event(name, s, COMPRESSION_RETRACTED, s.n - 1, detail))
         self.events += new
         return new
 
     # -- internals
 
     def _analyse(self, name: str) -> _Analysis:
-        s = self._layers[name]
-        return _analyse(s.epochs, s.i_xt, s.i_ty, self.thresholds, name)
+        return _decide(*self._layers[name].series(), self.thresholds)
 
     def _event(self, name: str, s: _Layer, kind: str, index: int, detail: dict) -> PhaseEvent:
         return PhaseEvent(
             layer=name,
             kind=kind,
-            epoch=_epoch_value(s.epochs[index]),
-            i_xt=s.i_xt[index],
-            i_ty=s.i_ty[index],
-            detected_epoch=_epoch_value(s.epochs[-1]),
+            epoch=_epoch_value(s.buf[0, index]),
+            i_xt=float(s.buf[1, index]),
+            i_ty=float(s.buf[2, index]),
+            detected_epoch=_epoch_value(s.buf[0, s.n - 1]),
             detail=detail,
         )
 
@@ -529,11 +565,11 @@ class PhaseTracker:
         a = self._analyse(name)
         v = a.verdict
         out: list[PhaseEvent] = []
-        last = len(s.epochs) - 1
+        last = s.n - 1
         if v.fitting and not s.fit_reported and last - a.fit_end_index >= th.min_after_peak:
             s.fit_reported = True
             out.append(self._event(name, s, FITTING_ENDED, a.fit_end_index, _fit_detail(v)))
-        onset = None if v.onset_epoch is None else bisect.bisect_left(s.epochs, float(v.onset_epoch))
+        onset = None if v.onset_epoch is None else int(np.searchsorted(s.epochs, float(v.onset_epoch)))
         if s.state == "none" and v.reason in ("tentative", "compressed"):
             s.state, s.entry_threshold = "tentative", v.threshold_bits
             out.append(self._event(name, s, COMPRESSION_STARTED, onset, _compression_detail(v)))

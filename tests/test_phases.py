@@ -321,6 +321,19 @@ def test_streaming_verdicts_equal_offline_at_every_prefix():
     assert tracker.verdicts()["block0.act"].compression is True
 
 
+@pytest.mark.parametrize("window", [1, 3, 5, 7])
+def test_incremental_smoothing_equals_running_median_at_every_step(window):
+    rng = np.random.default_rng(window)
+    x = rng.normal(size=90)
+    tracker = PhaseTracker(smooth=window)
+    for k in range(len(x)):
+        tracker.update(_records("T1", 0, [k], [x[k]], [x[k] / 2]))
+        _, raw, _, smoothed, smoothed_ty = tracker._layers["T1"].series()  # noqa: SLF001
+        np.testing.assert_array_equal(raw, x[: k + 1])
+        np.testing.assert_array_equal(smoothed, running_median(x[: k + 1], window))
+        np.testing.assert_array_equal(smoothed_ty, running_median(x[: k + 1] / 2, window))
+
+
 def test_events_of_a_compressing_layer():
     layers = _three_layers()
     tracker = PhaseTracker()
