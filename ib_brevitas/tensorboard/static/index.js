@@ -533,7 +533,7 @@ function showTooltip(ev, panel, s, p) {
   tip.replaceChildren();
   tip.dataset.layer = s.layer;
   tip.dataset.epoch = String(p.epoch);
-  tip.appendChild(el("div", { class: "ip-tip-layer" }, `${s.label}  ${s.layer}`));
+  tip.appendChild(el("div", { class: "ip-tip-layer" }, `${s.label} \u00b7 ${s.layer}`));
   if (panel.mean) tip.appendChild(el("div", {}, `${panel.title} (mean of ${p.n_runs} run${p.n_runs === 1 ? "" : "s"})`));
   else tip.appendChild(el("div", {}, `run ${panel.title}`));
   tip.appendChild(el("div", { "data-field": "epoch" }, `epoch ${p.epoch}`));
