@@ -25,14 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ib_brevitas.export.finn_setup import check_env, default_env_dir, env_python
+from ib_brevitas.export.finn_setup import (
+    DEFAULT_CLOCK_NS,
+    DEFAULT_FPGA_PART,
+    check_env,
+    default_env_dir,
+    env_python,
+)
 from ib_brevitas.export.qonnx import to_qonnx
 from ib_brevitas.export.report import HardwareLayer, HardwareReport
 from ib_brevitas.export.verify import model_probe, output_tolerance
 from ib_brevitas.functional import information_plane_point
 
-DEFAULT_FPGA_PART = "xc7z020clg400-1"
-DEFAULT_CLOCK_NS = 10.0
 WORKER = Path(__file__).with_name("finn_worker.py")
 
 
@@ -240,7 +244,7 @@ def finn_estimate(
             seen_layers.add(layer)
             store = stores[layer]
             codes = store.unpack()
-            point = information_plane_point(codes, plane.labels)
+            point = information_plane_point(store.rows, plane.labels)  # as the monitor counts
             row.bit_width, row.width = store.bit_width, store.width
             row.i_xt, row.i_ty = point.h_t, (None if y is None else point.i_ty)
             hw = _hw_values(work, r, n, shapes[layer])
@@ -258,7 +262,7 @@ def finn_estimate(
     for name in names:
         if name not in seen_layers:
             store = stores[name]
-            point = information_plane_point(store.unpack(), plane.labels)
+            point = information_plane_point(store.rows, plane.labels)
             rows.append(HardwareLayer(
                 layer=name, hw_node=None, op_type=None, bit_width=store.bit_width, width=store.width,
                 i_xt=point.h_t, i_ty=None if y is None else point.i_ty, lut=None, bram=None, dsp=None,

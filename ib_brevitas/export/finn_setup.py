@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+DEFAULT_FPGA_PART = "xc7z020clg400-1"  # Zynq-7020 (PYNQ-Z1/Z2), FINN's usual example board
+DEFAULT_CLOCK_NS = 10.0
 FINN_PLUS = "finn-plus==1.6.1"
 TORCH = "torch==2.13.0"
 BREVITAS = "brevitas==0.13.4"
@@ -45,16 +47,15 @@ def repo_root() -> Path:
 
 
 def default_env_dir() -> Path:
-    """`.venv-finn` beside the running venv if there is one, else under the repo root.
-
-    `IB_BREVITAS_FINN_VENV` overrides both (CI, shared machines).
-    """
+    """Where the FINN venv is (or goes): `$IB_BREVITAS_FINN_VENV` if set, else `.venv-finn`
+    beside the running venv or under the repo root, whichever exists (beside the venv first)."""
     env = os.environ.get("IB_BREVITAS_FINN_VENV")
     if env:
         return Path(env).expanduser().resolve()
+    candidates = [repo_root() / ".venv-finn"]
     if sys.prefix != sys.base_prefix:  # inside a venv
-        return Path(sys.prefix).resolve().parent / ".venv-finn"
-    return repo_root() / ".venv-finn"
+        candidates.insert(0, Path(sys.prefix).resolve().parent / ".venv-finn")
+    return next((c for c in candidates if env_python(c).exists()), candidates[0])
 
 
 def env_python(env_dir: Path) -> Path:

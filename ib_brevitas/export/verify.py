@@ -16,6 +16,7 @@ exactly; otherwise max |diff| <= ATOL + RTOL * max |model output|.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import onnx
 import torch
 from tqdm.auto import tqdm
 
+from ib_brevitas.codes import PackedCodes
 from ib_brevitas.export.qonnx import QCDQ_QUANT_OPS, QONNX_QUANT_OPS, node_scope
 from ib_brevitas.export.report import ExportReport, LayerCheck
 from ib_brevitas.functional import information_plane_point
@@ -161,6 +163,13 @@ def _codes_from(node: onnx.NodeProto, ctx: dict[str, np.ndarray], fmt: str) -> n
     return codes.reshape(codes.shape[0], -1).astype(np.int64)
 
 
+def _unpack_rows(store: PackedCodes, start: int, stop: int) -> np.ndarray:
+    """Codes of samples start..stop-1 of a packed store, without unpacking the whole store."""
+    part = copy.copy(store)
+    part.rows, part.filled = store.rows[start:stop], stop - start
+    return part.unpack()
+
+
 def model_probe(model: torch.nn.Module, inputs: Any, labels: Any, layers: Any, batch_size: int):
     """One monitored probe pass: (monitor, packed codes per layer, model outputs as numpy).
 
@@ -233,7 +242,8 @@ def verify(
     producer = next((n for n in graph_model.graph.node if out_name in n.output), None)
     output_exact = producer is not None and producer.op_type in (*QONNX_QUANT_OPS, "DequantizeLinear")
 
-    # Run the graph chunk by chunk and recover the codes.
+    # Run the graph chunk by chunk; compare each chunk's codes with the model's as they come and
+    # keep the graph's codes packed like the monitor's (memory: N x width x bits / 8).
     wanted = sorted({out_name} | {t for n in nodes.values() for t in (*n.input[1:3], n.output[0])} - {""})
     if fmt == "qonnx":
         runner = _QonnxRunner(graph_model)
@@ -242,7 +252,10 @@ def verify(
         runner = _OrtRunner(graph_model, wanted)
     xs = x.cpu().numpy().astype(np.float32)
     n = xs.shape[0]
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in nodes}
+    graph_stores = {
+        name: PackedCodes(name, n, stores[name].width, stores[name].bit_width, stores[name].signed)
+        for name in nodes
+    }
     outs = []
     bad: dict[str, str] = {}
     for start in tqdm(range(0, n, batch_size), desc=f"executing {fmt} graph", leave=False,
@@ -252,39 +265,37 @@ def verify(
         for name, node in nodes.items():
             if name in bad:
                 continue
+            check = checks[name]
             try:
-                parts[name].append(_codes_from(node, ctx, fmt))
+                codes = _codes_from(node, ctx, fmt)
+                if codes.shape[1] != check.width:
+                    raise ValueError(f"holds {codes.shape[1]} values per sample, the layer {check.width}")
+                graph_stores[name].append(torch.from_numpy(codes))  # refuses codes outside the bit width
             except ValueError as exc:
                 bad[name] = f"graph tensor {node.output[0]!r}: {exc}"
+                continue
+            diff = np.abs(codes - _unpack_rows(stores[name], start, start + codes.shape[0]))
+            check.mismatches = (check.mismatches or 0) + int(np.count_nonzero(diff))
+            check.max_step = max(check.max_step or 0, int(diff.max(initial=0)))
     graph_out = np.concatenate(outs).reshape(ref.shape) if outs else ref
     diff = np.abs(graph_out.astype(np.float64) - ref.astype(np.float64))
     max_abs_diff = float(diff.max()) if diff.size else 0.0
     tolerance = output_tolerance(ref, output_exact)
     outputs_ok = bool(max_abs_diff <= tolerance)
 
-    # Compare codes and information.
+    # Information from both sides, counted on packed rows exactly as the monitor counts it.
     y = None if labels is None else plane.labels
     for name, store in stores.items():
         check = checks[name]
-        model_codes = store.unpack()
-        model_point = information_plane_point(model_codes, plane.labels)
+        model_point = information_plane_point(store.rows, plane.labels)
         check.i_xt_model = model_point.h_t
         check.i_ty_model = None if y is None else model_point.i_ty
+        if name in bad:
+            check.mismatches, check.max_step, check.reason = None, None, bad[name]
+            continue
         if name not in nodes:
             continue
-        if name in bad:
-            check.reason = bad[name]
-            continue
-        codes = np.concatenate(parts[name])
-        if codes.shape != model_codes.shape:
-            check.reason = (
-                f"graph tensor {check.tensor!r} holds {codes.shape[1]} values per sample, "
-                f"the model's layer {model_codes.shape[1]}"
-            )
-            continue
-        check.mismatches = int(np.count_nonzero(codes != model_codes))
-        check.max_step = int(np.abs(codes - model_codes).max(initial=0))
-        graph_point = information_plane_point(codes, plane.labels)
+        graph_point = information_plane_point(graph_stores[name].rows, plane.labels)
         check.i_xt_graph = graph_point.h_t
         check.i_ty_graph = None if y is None else graph_point.i_ty
         if check.mismatches:
