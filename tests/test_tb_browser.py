@@ -46,7 +46,7 @@ pytestmark = pytest.mark.browser
 
 TENSORBOARD = Path(sys.executable).with_name("tensorboard")
 EVIL = '<script>window.pwned=1<\\script><img src=x onerror="window.pwned=2">'
-RUNS = ["tiny-relu-seed0", "tiny-relu-seed1", EVIL]
+RUNS = ["tiny-relu-seed0", "tiny-relu-seed1", EVIL, "one-point"]
 FRAME = "iframe[src*='plugin_entry.html?name=information_plane']"
 
 
@@ -118,7 +118,7 @@ def training(tmp_path_factory):
     runs = {}
     for seed, name in enumerate(RUNS):
         runs[name] = TinyRun(logdir / name, seed)
-        runs[name].train(5)
+        runs[name].train(5 if name != "one-point" else 0)  # "one-point": only the untrained measurement
     # A phase marker as the phase tracker would write it, through a sink on the same writer.
     marked = mi_jsonl(logdir, RUNS[0])["4"][3]
     TensorBoardSink(writer=runs[RUNS[0]].writer).write_phase_events([
@@ -284,7 +284,7 @@ def test_mean_over_seeds(page, training):
     try:
         f = frame(page)
         groups = f.evaluate("() => [...document.querySelectorAll('.ip-panel')].map((p) => [p.dataset.group, p.querySelector('.ip-sub').textContent])")
-        assert sorted(g for g, _ in groups) == sorted(["tiny-relu", EVIL])
+        assert sorted(g for g, _ in groups) == sorted(["tiny-relu", EVIL, "one-point"])
         assert "over 2 runs" in dict(groups)["tiny-relu"]
         counts = f.evaluate("""() => {
             const panel = [...document.querySelectorAll('.ip-panel')].find((p) => p.dataset.group === 'tiny-relu');
@@ -306,6 +306,21 @@ def test_new_measurements_appear_without_reload(page, training):
     expected = {layer: len(recs) for layer, recs in mi_jsonl(logdir, run).items()}
     wait(lambda: {k: v["count"] for k, v in (drawn(page, run) or {}).items()} == expected, 30, "the dashboard to poll")
     test_drawn_points_per_layer_equal_mi_jsonl(page, training)
+
+
+def test_no_data_yet(page, tensorboard):
+    """An empty log directory: a message saying what to do, and the page is ready."""
+    context = page.context.browser.new_context()
+    empty = context.new_page()
+    try:
+        empty.route("**/data/plugin/information_plane/runs", lambda route: route.fulfill(
+            status=200, content_type="application/json", body="[]"))
+        empty.goto(tensorboard + "data/plugin_entry.html?name=information_plane")
+        empty.locator("body[data-ready='true']").wait_for(timeout=30_000)
+        text = empty.locator(".ip-panels").inner_text()
+        assert "No information-plane data" in text and "tensorboard --logdir" in text
+    finally:
+        context.close()
 
 
 def test_screenshot(page, tmp_path):

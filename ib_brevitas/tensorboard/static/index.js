@@ -16,8 +16,8 @@ const LAYER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const MARK_R = 3;
 const HOVER_PX = 8;
-const PLANE = { w: 470, h: 360, l: 52, r: 78, t: 16, b: 42 };
-const EPOCHS = { w: 470, h: 330, l: 52, r: 78, t: 14, b: 38, gap: 30 };
+const PLANE = { w: 440, h: 360, l: 52, r: 78, t: 16, b: 42 };
+const EPOCHS = { w: 440, h: 330, l: 52, r: 78, t: 14, b: 38, gap: 30 };
 
 const state = {
   runs: [],                 // run names with data, from ./runs
@@ -394,7 +394,7 @@ function drawEpochs(series, bounds, events, charts) {
   const ext = extent(series);
   let { lo, hi } = ext;
   if (!(lo <= hi)) { lo = 0; hi = 1; }
-  if (lo === hi) { lo -= 1; hi += 1; }
+  if (lo === hi) { hi = lo + 1; lo = Math.max(0, lo - 1); }
   const half = (EPOCHS.h - EPOCHS.t - EPOCHS.b - EPOCHS.gap) / 2;
   const xs = scale(lo, hi, EPOCHS.l, EPOCHS.w - EPOCHS.r);
   const parts = [
@@ -559,10 +559,10 @@ body { margin: 0; font: 12px/1.4 Roboto, "Helvetica Neue", Arial, sans-serif; co
 .ip-status { color: #666; align-self: center; }
 .ip-status.ip-error { color: #b00020; }
 .ip-panels { display: flex; flex-wrap: wrap; gap: 16px; padding: 12px; }
-.ip-panel { border: 1px solid #e0e0e0; border-radius: 6px; padding: 8px; width: 470px; }
+.ip-panel { border: 1px solid #e0e0e0; border-radius: 6px; padding: 8px; width: 440px; }
 .ip-chart { position: relative; }
 .ip-chart canvas, .ip-chart svg { position: absolute; left: 0; top: 0; }
-.ip-panel h3 { margin: 0 0 2px; font-size: 14px; font-weight: 600; word-break: break-all; max-width: 470px; }
+.ip-panel h3 { margin: 0 0 2px; font-size: 14px; font-weight: 600; word-break: break-all; max-width: 440px; }
 .ip-sub { color: #666; margin-bottom: 4px; }
 .ip-empty { padding: 24px; color: #666; max-width: 640px; }
 svg text { font-size: 11px; fill: #424242; }
