@@ -59,7 +59,7 @@ def finn_python(env_dir: str | Path | None = None, check: bool = False) -> Path:
         raise FinnEnvironmentMissing(
             f"{problem}. FINN runs in its own virtual environment (it pins protobuf 5, which "
             f"TensorBoard cannot use). Create it once with `ib-brevitas finn-setup {env}` "
-            "(or `make finn-env`; about 90 s and 2.3 GB), or point IB_BREVITAS_FINN_VENV at an "
+            "(or `make finn-env`; a few minutes and 2.3 GB), or point IB_BREVITAS_FINN_VENV at an "
             "existing one."
         )
     return py
@@ -199,7 +199,8 @@ def finn_estimate(
     """Run the model through FINN (in its own env) and table information against hardware cost.
 
     Writes into `out_dir`: model.qonnx.onnx, probe_inputs.npy and worker/
-    (the worker's results, log and FINN's build directory). Returns a `HardwareReport` (save it with `.save`/`.save_csv`).
+    (the worker's results, log and FINN's build directory). Returns a
+    `HardwareReport` (save it with `.save` / `.save_csv`).
     """
     out_dir = Path(out_dir).resolve()
     finn_python(env_dir)  # fail before any work when the env is missing
@@ -270,7 +271,7 @@ def finn_estimate(
                 note="no hardware activation node carries this layer (FINN absorbed or did not convert it)",
             ))
     all_matched = all(r.matched for r in rows if r.layer is not None)
-    notes = [f"graph outputs vs Brevitas, max |diff|: " + ", ".join(f"{k} {v:.3g}" for k, v in stage_diffs.items())]
+    notes = ["graph outputs vs Brevitas, max |diff|: " + ", ".join(f"{k} {v:.3g}" for k, v in stage_diffs.items())]
     if labels is None:
         notes.append("no labels given: I(T;Y) not computed")
     return HardwareReport(

@@ -4,7 +4,7 @@ finn-plus 1.6.1 pins protobuf 5.x, which TensorBoard 2.21 cannot use, so FINN
 lives in its own venv and is driven through `finn_bridge` (subprocess + files).
 A plain `pip install finn-plus` drags in a multi-GB CUDA torch and a brevitas
 that breaks on torch 2.13, so the pins below install it in three steps
-(recipe checked in docs/export.md; about 90 s and 2.3 GB).
+(recipe in docs/export.md; 1.5-6 minutes depending on the network, 2.3 GB).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def create_env(
             return env_dir
     start = time.time()
     interp = find_python311(python)
-    print(f"creating FINN environment at {env_dir} with {interp} (about 90 s, 2.3 GB)", flush=True)
+    print(f"creating FINN environment at {env_dir} with {interp} (a few minutes, 2.3 GB)", flush=True)
     subprocess.run([interp, "-m", "venv", str(env_dir)], check=True)
     py = env_python(env_dir)
     # On a fresh Linux machine PyPI's torch is the CUDA build; --torch-index picks e.g. the CPU one.

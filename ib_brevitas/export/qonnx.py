@@ -21,9 +21,8 @@ import torch
 from ib_brevitas.state import observation
 
 SCOPE_KEY = "ib_brevitas.scope"
-# Ops whose output is (or directly encodes) a quantizer's integer grid.
+# QONNX ops whose output is a quantizer's integer grid times its scale.
 QONNX_QUANT_OPS = ("Quant", "BipolarQuant")
-QCDQ_QUANT_OPS = ("QuantizeLinear", "Clip")
 
 
 def node_scope(node: onnx.NodeProto) -> str:

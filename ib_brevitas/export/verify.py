@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ib_brevitas.codes import PackedCodes
-from ib_brevitas.export.qonnx import QCDQ_QUANT_OPS, QONNX_QUANT_OPS, node_scope
+from ib_brevitas.export.qonnx import QONNX_QUANT_OPS, node_scope
 from ib_brevitas.export.report import ExportReport, LayerCheck
 from ib_brevitas.functional import information_plane_point
 from ib_brevitas.layers import quant_proxy
