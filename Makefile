@@ -34,8 +34,11 @@ browser:
 finn-env: venv
 	$(VENV)/bin/ib-brevitas finn-setup $(FINN_VENV)
 
-test: venv browser
+test: venv browser finn-env
 	$(PY) -m pytest -q
+
+test-finn: venv finn-env
+	$(PY) -m pytest -q -m finn tests/test_export_finn.py
 
 test-slow: venv browser
 	$(PY) -m pytest -q -m slow

@@ -104,9 +104,10 @@ class PackedCodes:
         self.rows[self.filled : self.filled + batch] = view
         self.filled += batch
 
-    def unpack(self) -> np.ndarray:
-        """The codes exactly as Brevitas gave them: (N, width) int64."""
-        rows = self.rows[: self.filled]
+    def unpack(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Codes of samples start..stop-1 exactly as Brevitas gave them: (n, width) int64."""
+        stop = self.filled if stop is None else min(stop, self.filled)
+        rows = self.rows[start:stop]
         if self.bits < 8:
             shifts = np.arange(self.per_byte, dtype=np.uint8) * self.bits
             mask = np.uint8((1 << self.bits) - 1)

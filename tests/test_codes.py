@@ -52,3 +52,10 @@ def test_shape_changes_are_refused():
     store.append(torch.zeros(2, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="units per sample"):
         store.append(torch.zeros(2, 4, dtype=torch.uint8))
+
+
+def test_unpack_a_slice():
+    codes = _codes(3, True, (50, 5), seed=9)
+    store = PackedCodes("L", 50, 5, 3, True)
+    store.append(codes)
+    assert np.array_equal(store.unpack(10, 20), codes[10:20].numpy())

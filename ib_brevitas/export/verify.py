@@ -16,7 +16,6 @@ exactly; otherwise max |diff| <= ATOL + RTOL * max |model output|.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +162,6 @@ def _codes_from(node: onnx.NodeProto, ctx: dict[str, np.ndarray], fmt: str) -> n
     return codes.reshape(codes.shape[0], -1).astype(np.int64)
 
 
-def _unpack_rows(store: PackedCodes, start: int, stop: int) -> np.ndarray:
-    """Codes of samples start..stop-1 of a packed store, without unpacking the whole store."""
-    part = copy.copy(store)
-    part.rows, part.filled = store.rows[start:stop], stop - start
-    return part.unpack()
-
-
 def model_probe(model: torch.nn.Module, inputs: Any, labels: Any, layers: Any, batch_size: int):
     """One monitored probe pass: (monitor, packed codes per layer, model outputs as numpy).
 
@@ -274,7 +266,7 @@ def verify(
             except ValueError as exc:
                 bad[name] = f"graph tensor {node.output[0]!r}: {exc}"
                 continue
-            diff = np.abs(codes - _unpack_rows(stores[name], start, start + codes.shape[0]))
+            diff = np.abs(codes - stores[name].unpack(start, start + codes.shape[0]))
             check.mismatches = (check.mismatches or 0) + int(np.count_nonzero(diff))
             check.max_step = max(check.max_step or 0, int(diff.max(initial=0)))
     graph_out = np.concatenate(outs).reshape(ref.shape) if outs else ref
