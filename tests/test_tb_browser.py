@@ -278,6 +278,18 @@ def test_layer_toggle(page):
     assert set(frame(page).evaluate(hidden)) == {""}
 
 
+def test_run_selector(page):
+    shown = "(n) => document.querySelectorAll('.ip-panel').length === n"
+    has = "() => [...document.querySelectorAll('.ip-panel')].some((p) => p.dataset.run === 'one-point')"
+    box = page.frame_locator(FRAME).locator("input[data-run='one-point']")
+    box.uncheck()
+    frame(page).wait_for_function(shown, arg=len(RUNS) - 1)
+    assert not frame(page).evaluate(has)
+    box.check()
+    frame(page).wait_for_function(shown, arg=len(RUNS))
+    assert frame(page).evaluate(has)
+
+
 def test_mean_over_seeds(page, training):
     logdir, _ = training
     page.frame_locator(FRAME).locator("input[value='mean']").check()

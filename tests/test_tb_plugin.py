@@ -69,6 +69,13 @@ class _Capture(program.TensorBoardServer):
         pass
 
 
+def loader_flags(load_fast: str) -> list[str]:
+    """Python loader: load once before serving; Rust data server: reload every second in its process."""
+    if load_fast == "false":
+        return ["--load_fast", "false", "--reload_interval", "0", "--reload_task", "blocking"]
+    return ["--load_fast", "true", "--reload_interval", "1"]
+
+
 def tensorboard_client(logdir, *flags) -> tuple[Client, program.TensorBoard]:
     tb = program.TensorBoard(plugins=default.get_plugins(), server_class=_Capture)
     tb.configure(argv=["tensorboard", "--logdir", str(logdir), *flags])
@@ -134,7 +141,7 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["false", "true"], ids=["python-loader", "rust-loader"])
 def client(request, logdir):
-    client, tb = tensorboard_client(logdir, "--load_fast", request.param, "--reload_interval", "1")
+    client, tb = tensorboard_client(logdir, *loader_flags(request.param))
     # Loaded completely: the last file of each run is in (the Rust loader works in the background).
     wait_for(client, ROUTE + "points?run=syn-tanh-seed1", lambda b: len(b["points"]) == 60 and b["skipped"] == 1)
     wait_for(client, ROUTE + "points?run=cut", lambda b: len(b["points"]) == 30)
@@ -214,7 +221,7 @@ def test_resumed_run_shows_no_orphaned_data(tmp_path, load_fast):
         for e in range(50, 60):
             sink.write(records(e, LAYERS[:1], shift=0.5))
         sink.write_phase_events([{"layer": LAYERS[0], "epoch": 55, "kind": "fitting_end", "detail": ""}])
-    client, tb = tensorboard_client(tmp_path, "--load_fast", load_fast, "--reload_interval", "1")
+    client, tb = tensorboard_client(tmp_path, *loader_flags(load_fast))
     try:
         resumed = [r.i_xt for e in range(50, 60) for r in records(e, LAYERS[:1], shift=0.5)]
         body = wait_for(client, ROUTE + "points?run=run", lambda b: [p["i_xt"] for p in b["points"][50:]] == resumed)
@@ -234,7 +241,7 @@ def test_every_point_kept_with_the_default_command_line(tmp_path):
     finally:
         stop(tb)
     for fast in ("false", "true"):  # also with either loader forced
-        client, tb = tensorboard_client(tmp_path, "--load_fast", fast)
+        client, tb = tensorboard_client(tmp_path, *loader_flags(fast))
         try:
             assert len(wait_for(client, ROUTE + "points?run=long", lambda b: len(b["points"]) >= 150)["points"]) == 150
         finally:
