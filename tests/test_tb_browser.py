@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -218,31 +219,38 @@ def test_drawn_points_per_layer_equal_mi_jsonl(page, training):
     assert page.ib_errors == []
 
 
-def test_tooltip_shows_the_numbers_of_a_point(page, training):
-    logdir, _ = training
-    run = RUNS[0]
+def hover_isolated(page, title: str, points: list) -> tuple:
+    """Move the mouse onto the point (i_xt, i_ty, layer, epoch, ...) of panel `title`
+    that lies farthest from all others, so only it is under the mouse; return it and the tooltip text."""
     plane = page.frame_locator(FRAME).locator(".ip-panel").filter(
-        has=page.frame_locator(FRAME).locator("h3", has_text=run)).locator("svg.ip-plane")
+        has=page.frame_locator(FRAME).locator("h3", has_text=title)).locator("svg.ip-plane")
     plane.scroll_into_view_if_needed()
     scale = {k: float(v) for k, v in plane.evaluate("(s) => ({...s.dataset})").items()}
     box = plane.bounding_box()
-    recs = [r for rs in mi_jsonl(logdir, run).values() for r in rs]
-    pos = [(box["x"] + scale["x0"] + r.i_xt * scale["kx"], box["y"] + scale["y0"] + r.i_ty * scale["ky"]) for r in recs]
-    # Aim at the point farthest from all others, so exactly one point is under the mouse.
-    gap = [min(math.dist(p, q) for j, q in enumerate(pos) if j != i) for i, p in enumerate(pos)]
-    i = max(range(len(recs)), key=gap.__getitem__)
+    pos = [(box["x"] + scale["x0"] + p[0] * scale["kx"], box["y"] + scale["y0"] + p[1] * scale["ky"]) for p in points]
+    gap = [min(math.dist(a, b) for j, b in enumerate(pos) if j != i) for i, a in enumerate(pos)]
+    i = max(range(len(points)), key=gap.__getitem__)
     assert gap[i] > 4, "no isolated point to hover"
+    page.mouse.move(5, 5)
     page.mouse.move(*pos[i])
-    tooltip = page.frame_locator(FRAME).locator(".ip-tooltip")
-    tooltip.wait_for(state="visible")
-    text = tooltip.inner_text()
-    r = recs[i]
+    frame(page).wait_for_function(
+        "([layer, epoch]) => { const t = document.querySelector('.ip-tooltip');"
+        " return !t.hidden && t.dataset.layer === layer && t.dataset.epoch === String(epoch); }",
+        arg=[points[i][2], points[i][3]])
+    text = page.frame_locator(FRAME).locator(".ip-tooltip").inner_text()
+    page.mouse.move(5, 5)
+    return points[i], text
+
+
+def test_tooltip_shows_the_numbers_of_a_point(page, training):
+    logdir, _ = training
+    recs = [r for rs in mi_jsonl(logdir, RUNS[0]).values() for r in rs]
+    (_, _, _, _, r), text = hover_isolated(page, RUNS[0], [(r.i_xt, r.i_ty, r.layer, r.epoch, r) for r in recs])
     assert f"{r.label} \u00b7 {r.layer}" in text
     assert f"epoch {r.epoch}" in text
     assert f"I(X;T) = {r.i_xt:.4f} bits" in text
     assert f"I(T;Y) = {r.i_ty:.4f} bits" in text
     assert f"{r.n_distinct} distinct of {r.n_samples}" in text
-    page.mouse.move(5, 5)
 
 
 def test_run_names_are_shown_as_text(page):
@@ -307,6 +315,19 @@ def test_mean_over_seeds(page, training):
             for layer, recs in mi_jsonl(logdir, run).items():
                 epochs[layer] |= {r.epoch for r in recs}
         assert counts == {layer: len(e) for layer, e in epochs.items()}
+        # The mean and spread of one point, computed here from mi.jsonl.
+        cells = defaultdict(list)
+        for run in RUNS[:2]:
+            for layer, recs in mi_jsonl(logdir, run).items():
+                for r in recs:
+                    cells[(layer, r.epoch)].append(r)
+        means = [(statistics.mean(r.i_xt for r in rs), statistics.mean(r.i_ty for r in rs), layer, epoch, rs)
+                 for (layer, epoch), rs in cells.items()]
+        (mx, my, layer, epoch, rs), text = hover_isolated(page, "tiny-relu", means)
+        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)  # noqa: E731
+        assert f"epoch {epoch}" in text and f"mean of {len(rs)} run" in text
+        assert f"I(X;T) = {mx:.4f} \u00b1 {sd([r.i_xt for r in rs]):.4f} bits" in text
+        assert f"I(T;Y) = {my:.4f} \u00b1 {sd([r.i_ty for r in rs]):.4f} bits" in text
     finally:
         page.frame_locator(FRAME).locator("input[value='runs']").check()
 

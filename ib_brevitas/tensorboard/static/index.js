@@ -4,8 +4,11 @@
 // from the plugin's JSON routes (relative URLs resolve to
 // /data/plugin/information_plane/). Run and layer names are user-controlled:
 // they only ever reach the page through textContent and setAttribute.
-// After each render <body> gets data-ready="true" (and data-render-ms), and
-// every drawn point carries data-layer / data-epoch so tests can count them.
+// Points are drawn on a canvas (fast for 100,000 of them); axes, labels and
+// markers are SVG on top. For tests and tools, each layer's SVG group in a
+// plane carries data-layer, data-label, data-count and data-epochs (the points
+// drawn), the plane svg its scale (data-x0/kx/y0/ky), and after each render
+// <body> gets data-ready="true", data-render-ms and data-renders.
 
 const POLL_MS = 3000;
 const MAX_DEFAULT_RUNS = 6;
@@ -72,11 +75,6 @@ const VIRIDIS_LUT = Array.from({ length: 256 }, (_, k) => {
   const c = VIRIDIS_RGB[i].map((a, j) => Math.round(a + f * (VIRIDIS_RGB[i + 1][j] - a)));
   return `rgb(${c[0]},${c[1]},${c[2]})`;
 });
-
-function epochColor(epoch, lo, hi) {
-  const t = hi > lo ? (epoch - lo) / (hi - lo) : 1;
-  return VIRIDIS_LUT[Math.max(0, Math.min(255, Math.round(t * 255)))];
-}
 
 function layerColor(index) {
   return LAYER_COLORS[((index % LAYER_COLORS.length) + LAYER_COLORS.length) % LAYER_COLORS.length];
