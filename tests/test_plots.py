@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip("matplotlib", reason="ib-brevitas plot needs the [plot] extra (matplotlib)")
 
 from matplotlib.collections import PathCollection  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
 
 from ib_brevitas import cli  # noqa: E402
 from ib_brevitas.plots import load_run, plot_runs  # noqa: E402
