@@ -95,6 +95,8 @@ THRESHOLD_NAMES = tuple(f.name for f in dataclasses.fields(Thresholds))
 class PhaseVerdict:
     """One layer's phases. I(X;T) values are of the smoothed series, in bits.
 
+    The peak is that of I(X;T)'s last rise (from `rise_start_epoch`: the
+    start, or the trough after a transient that I(X;T) rebounded from).
     `compression` is True, False, or None (undecided; `reason` says why).
     `onset_epoch` is set whenever I(X;T) is down by the threshold at the end.
     Over the stretch from the onset (else the peak) to the end, `i_ty_change`
@@ -111,6 +113,7 @@ class PhaseVerdict:
     fit_end_epoch: int | float | None
     fit_gain_bits: float
     fit_i_xt_change: float | None
+    rise_start_epoch: int | float
     peak_epoch: int | float
     peak_reached_epoch: int | float
     peak_i_xt: float
@@ -253,6 +256,26 @@ def hinge_breakpoint(t: np.ndarray, y: np.ndarray) -> int:
     return int(np.argmax(gain))
 
 
+def _last_rise_start(sx: np.ndarray, size: float) -> int:
+    """Start of I(X;T)'s last rise: 0, or the trough before a rebound.
+
+    A rebound is a dip by >= size below an earlier point followed by a rise of
+    >= size (e.g. the transient of the first epochs of ReLU nets); the peak that
+    compression falls from is then that of the rise after the last trough.
+    """
+    if len(sx) < 3:
+        return 0
+    before = np.maximum.accumulate(sx)[:-2]  # max of sx[:i], i = 1 .. n-2
+    after = np.maximum.accumulate(sx[::-1])[::-1][2:]  # max of sx[i + 1:]
+    mid = sx[1:-1]
+    dips = np.flatnonzero((before - mid >= size) & (after - mid >= size))
+    if not dips.size:
+        return 0
+    t = int(dips[-1]) + 1
+    p = int(np.argmax(sx[:t]))  # the earlier peak
+    return p + int(np.argmin(sx[p : t + 1]))
+
+
 def _largest_fall(y: np.ndarray) -> float:
     # largest decrease from an earlier to a later point (0 for a rising series)
     return float(np.max(np.maximum.accumulate(y) - y))
@@ -330,14 +353,15 @@ def _decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.
     if fitting:
         fit_end = int(np.argmax(sy >= sy[0] + th.fit_end_frac * fit_gain))
 
-    # Compression: after its peak, I(X;T) falls by the threshold and stays down.
-    imax = int(np.argmax(sx))
+    # Compression: after the peak of its last rise, I(X;T) falls by the threshold and stays down.
+    thr = max(th.min_drop_bits, th.min_drop_rel * abs(float(sx.max())), th.noise_k * sig_x)
+    r0 = _last_rise_start(sx, 2 * thr)  # 2 x: noise within a fall is no rebound
+    imax = r0 + int(np.argmax(sx[r0:]))
     peak = float(sx[imax])
-    eps_peak = max(th.noise_k * sig_sx, th.peak_tol_frac * (peak - sx[0]))
-    reach = int(np.argmax(sx >= peak - eps_peak))
+    eps_peak = max(th.noise_k * sig_sx, th.peak_tol_frac * (peak - sx[r0]))
+    reach = r0 + int(np.argmax(sx[r0:] >= peak - eps_peak))
     final = float(sx[-1])
     drop = peak - final
-    thr = max(th.min_drop_bits, th.min_drop_rel * abs(peak), th.noise_k * sig_x)
     onset = None
     if drop >= thr and drop > 0:
         below = sx <= peak - thr
@@ -374,6 +398,7 @@ def _decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.
         fit_end_epoch=None if fit_end is None else _epoch_value(e[fit_end]),
         fit_gain_bits=fit_gain,
         fit_i_xt_change=None if fit_end is None else float(sx[fit_end] - sx[0]),
+        rise_start_epoch=_epoch_value(e[r0]),
         peak_epoch=_epoch_value(e[imax]),
         peak_reached_epoch=_epoch_value(e[reach]),
         peak_i_xt=peak,

@@ -388,7 +388,7 @@ def test_recovery_retracts_and_finish_reconciles():
     assert tracker.finish() == []
 
     # a fall inside the hysteresis band at the end: confirmed live, retracted by finish()
-    x = np.r_[np.full(40, 6.0), np.full(20, 5.0), np.full(8, 5.93)]  # final drop 0.07 bit
+    x = np.r_[np.full(40, 6.0), np.full(20, 5.88), np.full(8, 5.93)]  # final drop 0.07 bit
     tracker = PhaseTracker()
     for rec in _records("T1", 0, e[: len(x)], x, np.full(len(x), 0.8)):
         tracker.update([rec])
@@ -397,6 +397,25 @@ def test_recovery_retracts_and_finish_reconciles():
     last = tracker.finish()
     assert [ev.kind for ev in last] == [COMPRESSION_RETRACTED]
     assert last[0].detail["reason"] == "final_verdict_no_drop"
+
+
+def test_transient_then_rebound_then_compression():
+    """ReLU-like start: up, down by 3 bits, up again, then a slow fall (real relu seed 2, T5)."""
+    e = np.arange(200) * 5
+    x = np.r_[np.linspace(3, 6.4, 4), np.linspace(6.4, 3.5, 8), np.linspace(3.5, 5.8, 48), np.full(40, 5.8),
+              np.linspace(5.8, 5.5, 100)]
+    y = np.r_[np.linspace(0.0, 0.8, 100), np.full(100, 0.8)]
+    v = detect(e, x, y)
+    assert v.compression is True
+    assert v.rise_start_epoch == 55 and v.peak_i_xt == pytest.approx(5.8)  # not the transient's 6.4
+    assert v.onset_epoch == pytest.approx(500, abs=10) and v.drop_bits == pytest.approx(0.3, abs=0.01)
+    tracker = PhaseTracker()
+    for rec in _records("T5", 4, e, x, y):
+        tracker.update([rec])
+    kinds = [ev.kind for ev in tracker.events if ev.kind != FITTING_ENDED]
+    assert kinds == [COMPRESSION_STARTED, COMPRESSION_CONFIRMED, COMPRESSION_RETRACTED,
+                     COMPRESSION_STARTED, COMPRESSION_CONFIRMED]
+    assert tracker.events[-1].epoch == pytest.approx(500, abs=25)
 
 
 def test_finish_makes_events_agree_with_final_verdicts():
