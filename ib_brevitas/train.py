@@ -204,7 +204,7 @@ def _prepare_run_dir(args: argparse.Namespace, run_dir: Path, config: dict) -> d
     return config
 
 
-def _tensorboard_writer(run_dir: Path, purge_step: int | None):
+def _tensorboard_writer(run_dir: Path, purge_step: int):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step, flush_secs=10)
@@ -227,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
     kept = read_records(mi_path) if mi_path.exists() else []
     tracker = PhaseTracker.from_records(kept)
 
-    writer = _tensorboard_writer(run_dir, purge_step=last + 1 if last >= 0 else None)
+    # A fresh run also writes a purge marker: TensorBoard's Python loader ignores
+    # a run's first one, so only then do the markers of later resumes take effect.
+    writer = _tensorboard_writer(run_dir, purge_step=last + 1 if last >= 0 else 0)
     from ib_brevitas.tensorboard.summary import TensorBoardSink
 
     tb = TensorBoardSink(writer=writer)
