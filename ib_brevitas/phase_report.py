@@ -168,7 +168,7 @@ def analyse_run(run_dir: str | Path, events: bool = True, **thresholds: float) -
         tracker = PhaseTracker.from_records(records, **th.to_dict())
         tracker.finish()
         evs = tracker.events
-    return RunPhases(str(run_dir), config, {k: verdicts[k] for k in order}, evs, index, series)
+    return RunPhases(str(run_dir), config, verdicts, evs, index, series)
 
 
 # ---------------------------------------------------------------- statistics

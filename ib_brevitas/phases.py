@@ -485,9 +485,10 @@ class PhaseTracker:
     "confirmed" when `detect` says compression, and "retracted" only when the
     fall shrinks below `release_frac` x the threshold (the smaller of the one
     it started with and the current one, as the noise estimate moves) or
-    I(T;Y) drops, so noise around the threshold cannot make events flap. `verdicts()` is exactly
-    `detect` on each layer's series so far. Call `finish()` once at the end
-    of training so the last events agree with the final verdicts.
+    I(T;Y) drops, so noise around the threshold cannot make events flap.
+    `verdicts()` is exactly `detect` on each layer's series so far. Call
+    `finish()` once at the end of training so the last events agree with the
+    final verdicts.
     """
 
     def __init__(self, **thresholds: float) -> None:
@@ -521,25 +522,27 @@ class PhaseTracker:
         """Add one measurement (records of any number of layers) and return new events."""
         records = list(records)
         _check_records(records)
-        touched: dict[str, float] = {}
-        for r in sorted(records, key=lambda r: r.epoch):
-            s = self._layers.get(r.layer)
-            if s is None:
-                s = self._layers[r.layer] = _Layer(int(r.layer_index), int(self.thresholds.smooth))
-            if s.n and not r.epoch > s.epochs[-1]:
+        records.sort(key=lambda r: r.epoch)
+        last = {name: float(s.epochs[-1]) for name, s in self._layers.items() if s.n}
+        for r in records:  # check everything first: a bad record leaves the tracker as it was
+            if r.layer in last and not r.epoch > last[r.layer]:
                 raise ValueError(
                     f"layer {r.layer!r}: epoch {r.epoch} is not after its last measured epoch "
-                    f"{_epoch_value(s.epochs[-1])}; feed each measurement once and in order "
+                    f"{_epoch_value(last[r.layer])}; feed each measurement once and in order "
                     "(on resume rebuild the tracker with PhaseTracker.from_records)"
                 )
             for name in ("i_xt", "i_ty"):
                 v = getattr(r, name)
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                     raise ValueError(f"layer {r.layer!r} at epoch {r.epoch}: {name} is {v!r}, not a finite number")
+            last[r.layer] = r.epoch
+        for r in records:
+            s = self._layers.get(r.layer)
+            if s is None:
+                s = self._layers[r.layer] = _Layer(int(r.layer_index), int(self.thresholds.smooth))
             s.append(float(r.epoch), float(r.i_xt), float(r.i_ty))
-            touched[r.layer] = r.epoch
         new: list[PhaseEvent] = []
-        for name in sorted(touched, key=lambda k: self._layers[k].index):
+        for name in sorted({r.layer for r in records}, key=lambda k: self._layers[k].index):
             new += self._step(name, self._layers[name])
         self.events += new
         return new

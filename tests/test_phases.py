@@ -454,8 +454,12 @@ def test_tracker_rejects_bad_records():
     with pytest.raises(ValueError, match="layer 'T1': epoch 5 is not after"):
         tracker.update([rec])
     bad = LayerMI(**{**rec.to_dict(), "epoch": 10, "i_xt": float("nan")})
+    good = LayerMI(**{**rec.to_dict(), "layer": "T2", "epoch": 10})
     with pytest.raises(ValueError, match="layer 'T1' at epoch 10: i_xt"):
-        tracker.update([bad])
+        tracker.update([good, bad])
+    assert tracker.layers == ["T1"]  # nothing of the rejected measurement was kept
+    with pytest.raises(ValueError, match="layer 'T2': epoch 10 is not after"):
+        tracker.update([good, good])
     with pytest.raises(TypeError, match="unknown phase thresholds"):
         PhaseTracker(smoothing=3)
 
