@@ -2,9 +2,9 @@
 
 Every measured layer output T1..T6 is a Brevitas activation quantizer, so its
 integer codes come from `QuantTensor.int()`. Quantizers follow the paper's
-setting (Lorenzen, Igel & Nielsen 2022, built on TF-MOT) and avoid Brevitas'
-percentile statistics, which dominate the cost of a tiny net like this one
-(see docs/data-and-models.md):
+setting (Lorenzen, Igel & Nielsen 2022, built on TF-MOT), need no estimated
+statistics where the range is known, and skip Brevitas' default percentile
+statistics (a kthvalue per batch for 300 steps); see docs/data-and-models.md:
 
 - tanh outputs: fixed scale 2^-(k-1), signed k-bit codes -2^(k-1)..2^(k-1)-1;
   tanh's range [-1, 1] is known, so nothing needs to be estimated.
