@@ -41,12 +41,11 @@ def layer_curve(kind: str, rng: np.random.Generator, onset: int = 40):
 def write_run(path: Path, layers: dict[str, tuple[np.ndarray, np.ndarray]], config: dict | None = None) -> Path:
     """A run directory as `ib-brevitas train` leaves it: mi.jsonl (one line per layer and measurement), config.json."""
     path.mkdir(parents=True)
-    for j, e in enumerate(EPOCHS):
-        append_jsonl(path / "mi.jsonl", [
-            LayerMI(layer=name, epoch=int(e), step=None, i_xt=float(x[j]), i_ty=float(y[j]), h_t=float(x[j]),
-                    n_distinct=1, n_samples=4096, bit_width=8, width=4, layer_index=i, h_y=1.0).to_dict()
-            for i, (name, (x, y)) in enumerate(layers.items())
-        ])
+    append_jsonl(path / "mi.jsonl", [  # one measurement after another, all layers each
+        LayerMI(layer=name, epoch=int(e), step=None, i_xt=float(x[j]), i_ty=float(y[j]), h_t=float(x[j]),
+                n_distinct=1, n_samples=4096, bit_width=8, width=4, layer_index=i, h_y=1.0).to_dict()
+        for j, e in enumerate(EPOCHS) for i, (name, (x, y)) in enumerate(layers.items())
+    ])
     cfg = {"dataset": "syn", "activation": "tanh", "bits": 8, "seed": 0, **(config or {})}
     (path / "config.json").write_text(json.dumps(cfg))
     return path
