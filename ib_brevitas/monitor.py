@@ -19,7 +19,7 @@ from ib_brevitas.codes import PackedCodes
 from ib_brevitas.functional import as_code_rows, information_plane_point, unique_rows
 from ib_brevitas.layers import quant_proxy, select_layers
 from ib_brevitas.records import LayerMI, append_jsonl
-from ib_brevitas.state import Observer
+from ib_brevitas.state import observation
 
 Sink = Callable[[list[LayerMI]], None]
 
@@ -115,7 +115,6 @@ class InformationPlane:
         self.layer_names = list(self._modules)
         self.history: list[LayerMI] = []
         self._sinks: list[Sink] = []
-        self._observe = Observer(model)
         self._label_groups = unique_rows(self.labels)
 
     @property
@@ -172,7 +171,7 @@ class InformationPlane:
             quant_proxy(m).register_forward_hook(hook_for(name)) for name, m in self._modules.items()
         ]
         try:
-            with self._observe():
+            with observation(self.model):
                 for start in range(0, n, self.batch_size):
                     self.model(self.inputs[start : start + self.batch_size].to(self.device))
         finally:

@@ -2,7 +2,7 @@
 
 A probe pass must not change what training does next: same RNG streams, same
 train/eval flags, same BatchNorm running statistics, same Brevitas runtime
-statistics (buffers and their step counters). `Observer` saves all of that,
+statistics (buffers and their step counters). `observation` saves all of that,
 switches the model to eval mode under no_grad, and restores it exactly.
 """
 
@@ -41,51 +41,61 @@ def _set_training(module: torch.nn.Module, flag: bool) -> None:
     object.__setattr__(module, "training", flag)
 
 
-class Observer:
-    """Saves and restores one model's state around observation passes.
+def _counters(module: torch.nn.Module) -> list[tuple[str, int]]:
+    # Read from __dict__: getattr on a Module that lacks the name goes through
+    # Module.__getattr__ and an exception, which is slow over hundreds of modules.
+    return [(a, v) for a in _COUNTER_ATTRS if isinstance(v := module.__dict__.get(a), int)]
 
-    The module tree and its buffers are listed once, at construction: a probe
-    pass toggles hundreds of Brevitas submodules, and walking the tree anew
-    each time would cost more than the pass over a small network.
+
+@contextlib.contextmanager
+def observation(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode + no_grad for the duration; everything restored afterwards.
+
+    The module tree is walked afresh each time: `load_state_dict` can replace
+    Brevitas submodules, so a list kept from an earlier pass may be stale.
     """
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
-        self.modules = list(model.modules())
-        self.buffers = [b for m in self.modules for b in m.buffers(recurse=False)]
-        # A module that overrides train() may do more than set the flag: then use model.eval().
-        self.custom_train = any(type(m).train is not torch.nn.Module.train for m in self.modules)
-        self.counter_owners = [
-            (m, a) for m in self.modules for a in _COUNTER_ATTRS if isinstance(getattr(m, a, None), int)
-        ]
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[torch.nn.Module]:
-        """Eval mode + no_grad for the duration; everything restored afterwards."""
-        flags = [m.training for m in self.modules]
-        buffers = [(b, b.detach().clone()) for b in self.buffers]
-        counters = [getattr(m, a) for m, a in self.counter_owners]
-        rng = _rng_state()
-        try:
-            if self.custom_train:
-                self.model.eval()
-            else:
-                for m in self.modules:
-                    _set_training(m, False)
-            with torch.no_grad():
-                yield self.model
-        finally:
-            for m, flag in zip(self.modules, flags):
-                _set_training(m, flag)
-            with torch.no_grad():
-                for b, saved in buffers:
-                    if b.shape == saved.shape:
-                        b.copy_(saved)
-            for (m, a), value in zip(self.counter_owners, counters):
-                setattr(m, a, value)
-            _set_rng_state(rng)
+    modules = list(model.modules())
+    flags = [m.training for m in modules]
+    buffers = [(b, b.detach().clone()) for m in modules for b in m._buffers.values() if b is not None]
+    counters = [(m, a, v) for m in modules for a, v in _counters(m)]
+    # A module that overrides train() may do more than set the flag: then use model.eval().
+    custom_train = any(type(m).train is not torch.nn.Module.train for m in modules)
+    rng = _rng_state()
+    try:
+        if custom_train:
+            model.eval()
+        else:
+            for m in modules:
+                _set_training(m, False)
+        with torch.no_grad():
+            yield model
+    finally:
+        for m, flag in zip(modules, flags):
+            _set_training(m, flag)
+        with torch.no_grad():
+            for b, saved in buffers:
+                if b.shape == saved.shape:
+                    b.copy_(saved)
+        for m, a, value in counters:
+            setattr(m, a, value)
+        _set_rng_state(rng)
 
 
-def observation(model: torch.nn.Module):
-    """One-off `Observer(model)()`; keep an Observer for repeated passes."""
-    return Observer(model)()
+def counters_state(model: torch.nn.Module) -> dict[str, dict[str, int]]:
+    """The Python-int step counters that `state_dict()` leaves out, by module path.
+
+    Brevitas' runtime statistics (`_RuntimeStats.counter`) decide how the next
+    batch updates the running statistics; a checkpoint without them does not
+    resume the same training. Save this next to `state_dict()`.
+    """
+    return {name: dict(c) for name, m in model.named_modules() if (c := _counters(m))}
+
+
+def load_counters_state(model: torch.nn.Module, state: dict[str, dict[str, int]]) -> None:
+    """Restore what `counters_state` saved; a module path the model lacks is an error."""
+    modules = dict(model.named_modules())
+    for name, attrs in state.items():
+        if name not in modules:
+            raise ValueError(f"checkpoint has step counters for {name!r}, which the model does not have")
+        for a, value in attrs.items():
+            setattr(modules[name], a, value)

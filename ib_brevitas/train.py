@@ -35,7 +35,7 @@ from ib_brevitas.models import syn_loss, syn_mlp
 from ib_brevitas.monitor import InformationPlane, JsonlSink
 from ib_brevitas.phases import PhaseEvent, PhaseTracker, format_table, format_verdicts
 from ib_brevitas.records import LayerMI, append_jsonl, read_records, truncate_jsonl
-from ib_brevitas.state import observation
+from ib_brevitas.state import counters_state, load_counters_state, observation
 
 PAPER = dict(lr=1e-4, batch_size=256, test_fraction=0.2, epochs=8000, mi_every=5)
 # Settings that define what is computed: a resumed run must match them.
@@ -158,6 +158,7 @@ def save_checkpoint(run: Run, run_dir: Path, epoch: int, tracker: PhaseTracker) 
     state = {
         "epoch": epoch,
         "model": run.model.state_dict(),
+        "counters": counters_state(run.model),
         "optimizer": run.optimizer.state_dict(),
         "shuffle": run.shuffle.get_state(),
         "rng": (torch.get_rng_state(), np.random.get_state(), random.getstate()),
@@ -176,6 +177,7 @@ def load_checkpoint(run: Run, run_dir: Path) -> int:
         return -1
     state = torch.load(path, weights_only=False)
     run.model.load_state_dict(state["model"])
+    load_counters_state(run.model, state["counters"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.shuffle.set_state(state["shuffle"])
     torch_rng, np_rng, py_rng = state["rng"]

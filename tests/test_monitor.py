@@ -143,3 +143,21 @@ def test_training_is_bit_identical_with_and_without_monitor(activation):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert len(watched.plane.history) == 4 * len(watched.plane.layer_names)
+
+
+def test_measuring_after_load_state_dict_leaves_no_trace():
+    """load_state_dict can replace Brevitas submodules: the monitor must not keep stale ones."""
+    from ib_brevitas.state import counters_state, load_counters_state
+
+    config = dict(seed=1, test_fraction=0.2, activation="relu", bits=8, lr=1e-3, batch_size=256)
+    reference, resumed = build_run(config), build_run(config)
+    train_epoch(reference)
+    resumed.model.load_state_dict(copy.deepcopy(reference.model.state_dict()))
+    load_counters_state(resumed.model, counters_state(reference.model))
+    resumed.optimizer.load_state_dict(copy.deepcopy(reference.optimizer.state_dict()))
+    resumed.shuffle.set_state(reference.shuffle.get_state())
+    resumed.plane.measure(1)
+    train_epoch(reference)
+    train_epoch(resumed)
+    a, b = reference.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
