@@ -33,7 +33,8 @@ from ib_brevitas import __version__
 from ib_brevitas.data import stratified_split, syn_dataset
 from ib_brevitas.models import syn_loss, syn_mlp
 from ib_brevitas.monitor import InformationPlane, JsonlSink
-from ib_brevitas.phases import PhaseEvent, PhaseTracker, format_table, format_verdicts
+from ib_brevitas.phase_report import add_threshold_arguments, thresholds_from_args
+from ib_brevitas.phases import PhaseEvent, PhaseTracker, format_table, format_verdicts, write_events
 from ib_brevitas.records import LayerMI, append_jsonl, read_records, truncate_jsonl
 from ib_brevitas.state import counters_state, load_counters_state, observation
 
@@ -57,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; the SYN net's tiny matrices run slower with more)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_threshold_arguments(p)
 
 
 @dataclass
@@ -87,6 +89,7 @@ def _config(args: argparse.Namespace, run_dir: Path) -> dict:
         "test_fraction": args.test_fraction,
         "optimizer": "Adam",
         "probe": "all 4096 SYN samples",
+        "phase_thresholds": thresholds_from_args(args),
         "run_dir": str(run_dir),
         "versions": {
             "ib_brevitas": __version__,
@@ -225,9 +228,10 @@ def run(args: argparse.Namespace) -> int:
     last = load_checkpoint(run_, run_dir) if args.resume else -1
     # Keep only what the checkpoint covers: later records are re-measured.
     truncate_jsonl(mi_path, lambda r: r["epoch"] <= last)
-    truncate_jsonl(phases_path, lambda r: r["epoch"] <= last)
     kept = read_records(mi_path) if mi_path.exists() else []
-    tracker = PhaseTracker.from_records(kept)
+    # Phase events are a function of the records: replay them, rewrite the file.
+    tracker = PhaseTracker.from_records(kept, **config["phase_thresholds"])
+    write_events(phases_path, tracker.events)
 
     # A fresh run also writes a purge marker: TensorBoard's Python loader ignores
     # a run's first one, so only then do the markers of later resumes take effect.
@@ -243,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         events: list[PhaseEvent] = tracker.update(records)
         if events:
             append_jsonl(phases_path, [e.to_dict() for e in events])
-            tb.write_phase_events([e.to_dict() for e in events])
+            tb.write_phase_events([e.to_dict() for e in events], step=records[0].epoch)
             for e in events:
                 tqdm.write(f"epoch {e.epoch}: {e.layer} {e.kind.replace('_', ' ')}")
 
@@ -262,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
         return metrics
 
     epochs, every = config["epochs"], config["mi_every"]
+    trains = last < epochs
     try:
         if last < 0:
             metrics = measure(0, None)
@@ -277,9 +282,9 @@ def run(args: argparse.Namespace) -> int:
                 top = run_.plane.history[-1]
                 bar.set_postfix(acc=f"{metrics['test_acc']:.3f}", i_xt=f"{top.i_xt:.2f}", i_ty=f"{top.i_ty:.3f}")
         final_events = tracker.finish()
-        if final_events:
-            append_jsonl(phases_path, [e.to_dict() for e in final_events])
-            tb.write_phase_events([e.to_dict() for e in final_events])
+        write_events(phases_path, tracker.events)  # idempotent when a finished run is resumed
+        if final_events and trains:
+            tb.write_phase_events([e.to_dict() for e in final_events], step=epochs)
     finally:
         writer.close()
 

@@ -87,3 +87,10 @@ def test_resume_refuses_other_settings(full_run):
     run_dir, _ = full_run
     with pytest.raises(SystemExit, match="activation=relu"):
         _main(run_dir, "--resume", activation="tanh")
+
+
+def test_resuming_a_finished_run_changes_no_record(full_run):
+    run_dir, _ = full_run
+    before = {name: (run_dir / name).read_text() for name in ("mi.jsonl", "phases.jsonl")}
+    assert _main(run_dir, "--resume") == 0
+    assert {name: (run_dir / name).read_text() for name in before} == before
