@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ib_brevitas.records import LayerMI, read_jsonl
+from ib_brevitas.records import LayerMI, dataclass_from_dict, read_jsonl
 
 PHASES_FILE = "phases.jsonl"  # the events' file, beside mi.jsonl in a run directory
 
@@ -132,11 +132,7 @@ class PhaseVerdict:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PhaseVerdict":
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
-        if missing:
-            raise ValueError(f"verdict {dict(d)!r} lacks the PhaseVerdict fields {missing}")
-        return cls(**{n: d[n] for n in names})
+        return dataclass_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -169,11 +165,7 @@ class PhaseEvent:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PhaseEvent":
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
-        if missing:
-            raise ValueError(f"event {dict(d)!r} lacks the PhaseEvent fields {missing}")
-        return cls(**{n: d[n] for n in names})
+        return dataclass_from_dict(cls, d)
 
 
 # ---------------------------------------------------------------- series tools

@@ -59,11 +59,16 @@ class LayerMI:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerMI":
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
-        if missing:
-            raise ValueError(f"record {d!r} lacks the LayerMI fields {missing}")
-        return cls(**{n: d[n] for n in names})
+        return dataclass_from_dict(cls, d)
+
+
+def dataclass_from_dict(cls, d: Any):
+    """Build dataclass `cls` from a dict (e.g. a JSON line), naming any missing field."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n not in d]
+    if missing:
+        raise ValueError(f"{dict(d)!r} lacks the {cls.__name__} fields {missing}")
+    return cls(**{n: d[n] for n in names})
 
 
 LAYER_MI_FIELDS = tuple(f.name for f in dataclasses.fields(LayerMI))
