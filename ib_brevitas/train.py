@@ -10,9 +10,16 @@ batch 256, 80/20 stratified split) and measures exact MI of every layer on all
     events.out.tfevents.*  TensorBoard scalars and information-plane data
     checkpoints/last.pt    model, optimizer, RNG and loop state (atomic)
 
-`--resume` continues from `checkpoints/last.pt`: records written after it are
-dropped from the logs (and purged from TensorBoard), then training continues
-deterministically, so the finished run equals an uninterrupted one.
+Training runs on `fastpath.SynFastPath` by default: the same Brevitas model,
+forward and gradients bit for bit, without Brevitas' per-op module overhead
+(`--engine brevitas` trains through the Brevitas modules instead; both give
+identical runs). See docs/performance.md.
+
+A checkpoint is written after the first measurement that comes at least
+`--checkpoint-secs` after the previous one, and at the end. `--resume`
+continues from `checkpoints/last.pt`: records written after it are dropped
+from the logs (and purged from TensorBoard) and their epochs trained again;
+training is deterministic, so the finished run equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import os
 import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +39,7 @@ from tqdm import tqdm
 
 from ib_brevitas import __version__
 from ib_brevitas.data import stratified_split, syn_dataset
+from ib_brevitas.fastpath import SynFastPath, adam_step, check_against_brevitas
 from ib_brevitas.models import syn_loss, syn_mlp
 from ib_brevitas.monitor import InformationPlane, JsonlSink
 from ib_brevitas.phase_report import add_threshold_arguments, thresholds_from_args
@@ -58,6 +67,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; the SYN net's tiny matrices run slower with more)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--engine", choices=["fast", "brevitas"], default="fast",
+                   help="training step: 'fast' (default) computes Brevitas' forward and gradients bit for bit "
+                        "in fewer ops; 'brevitas' runs the Brevitas modules and autograd (same results, ~8x slower)")
+    p.add_argument("--checkpoint-secs", type=float, default=60.0,
+                   help="write checkpoints/last.pt at most this often, and at the end (default: 60; "
+                        "0 = at every measurement). A resumed run re-trains the epochs after it")
     add_threshold_arguments(p)
 
 
@@ -74,6 +89,7 @@ class Run:
     y_test: torch.Tensor
     plane: InformationPlane
     shuffle: torch.Generator
+    fast: SynFastPath | None = None
 
 
 def _config(args: argparse.Namespace, run_dir: Path) -> dict:
@@ -88,6 +104,7 @@ def _config(args: argparse.Namespace, run_dir: Path) -> dict:
         "batch_size": args.batch_size,
         "test_fraction": args.test_fraction,
         "optimizer": "Adam",
+        "engine": args.engine,
         "probe": "all 4096 SYN samples",
         "phase_thresholds": thresholds_from_args(args),
         "run_dir": str(run_dir),
@@ -105,10 +122,16 @@ def _validate(args: argparse.Namespace) -> None:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
     if not 1 <= args.bits <= 16:
         raise SystemExit("--bits must lie in 1..16")
+    if args.checkpoint_secs < 0:
+        raise SystemExit("--checkpoint-secs must be >= 0")
 
 
 def build_run(config: dict) -> Run:
-    """Data, split, model and optimizer of a run, seeded from its config."""
+    """Data, split, model and optimizer of a run, seeded from its config.
+
+    `config["engine"]` (default "fast") picks the training step; the fast path
+    is first checked against Brevitas on this very model (bit for bit).
+    """
     seed = config["seed"]
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -117,34 +140,51 @@ def build_run(config: dict) -> Run:
     train_idx, test_idx = stratified_split(y, config["test_fraction"], seed=seed)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y)
     model = syn_mlp(config["activation"], config["bits"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    # foreach: the same kernels as the default per-tensor loop (bit-identical), fewer calls
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], foreach=True)
     plane = InformationPlane(model, xt, yt, batch_size=len(xt))
     shuffle = torch.Generator().manual_seed(seed)
-    return Run(config, model, optimizer, xt[train_idx], yt[train_idx], xt[test_idx], yt[test_idx], plane, shuffle)
+    engine = config.get("engine", "fast")
+    if engine not in ("fast", "brevitas"):
+        raise ValueError(f"engine must be 'fast' or 'brevitas', got {engine!r}")
+    fast = None
+    if engine == "fast":
+        check_against_brevitas(model, xt, yt, batch=config["batch_size"])
+        fast = SynFastPath(model)
+    return Run(config, model, optimizer, xt[train_idx], yt[train_idx], xt[test_idx], yt[test_idx], plane, shuffle,
+               fast=fast)
 
 
 def train_epoch(run: Run) -> float:
     """One epoch of minibatch Adam; returns the mean training loss."""
-    run.model.train()
     n = run.x_train.shape[0]
     order = torch.randperm(n, generator=run.shuffle)
+    batch, fast = run.config["batch_size"], run.fast
+    # One gather per epoch; the batches are row slices of it (same values as x[idx]).
+    x, y = run.x_train[order], run.y_train[order]
+    if fast is None:
+        run.model.train()
     total = 0.0
-    for start in range(0, n, run.config["batch_size"]):
-        idx = order[start : start + run.config["batch_size"]]
-        run.optimizer.zero_grad(set_to_none=True)
-        loss = syn_loss(run.model(run.x_train[idx]), run.y_train[idx])
-        loss.backward()
-        run.optimizer.step()
-        total += loss.item() * idx.shape[0]
+    for start in range(0, n, batch):
+        xb, yb = x[start : start + batch], y[start : start + batch]
+        if fast is not None:
+            loss = fast.train_step(xb, yb)  # sets fresh .grad, as zero_grad + backward
+            adam_step(run.optimizer)
+        else:
+            run.optimizer.zero_grad(set_to_none=True)
+            loss = syn_loss(run.model(xb), yb)
+            loss.backward()
+            run.optimizer.step()
+        total += loss.item() * xb.shape[0]
     return total / n
 
 
 def evaluate(run: Run) -> dict[str, float]:
     """Loss and accuracy on the train and test splits (eval mode, no trace left)."""
     out = {}
-    with observation(run.model):
+    with observation(run.model) if run.fast is None else torch.no_grad():
         for split, x, y in (("train", run.x_train, run.y_train), ("test", run.x_test, run.y_test)):
-            probs = run.model(x)
+            probs = run.model(x) if run.fast is None else run.fast.forward(x)
             out[f"{split}_loss"] = float(syn_loss(probs, y))
             out[f"{split}_acc"] = float((probs.argmax(dim=1) == y).float().mean())
     return out
@@ -223,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path("runs") / f"syn-{args.activation}-{args.bits}b-s{args.seed}"
     config = _prepare_run_dir(args, run_dir, _config(args, run_dir))
     run_ = build_run(config)
+    epochs, every = config["epochs"], config["mi_every"]
     mi_path, phases_path = run_dir / "mi.jsonl", run_dir / "phases.jsonl"
 
     last = load_checkpoint(run_, run_dir) if args.resume else -1
@@ -253,7 +294,10 @@ def run(args: argparse.Namespace) -> int:
 
     run_.plane.add_sink(on_phase_events)
 
+    saved_at = time.monotonic()
+
     def measure(epoch: int, train_loss: float | None) -> dict:
+        nonlocal saved_at
         metrics = evaluate(run_)
         if train_loss is not None:
             metrics["train_loss_running"] = train_loss
@@ -261,11 +305,14 @@ def run(args: argparse.Namespace) -> int:
             split, name = k.split("_", 1)
             writer.add_scalar(f"{name}/{split}", v, epoch)
         run_.plane.measure(epoch, step=epoch * _steps_per_epoch(run_))
-        writer.flush()
-        save_checkpoint(run_, run_dir, epoch, tracker)
+        if epoch == epochs or time.monotonic() - saved_at >= args.checkpoint_secs:
+            # Events up to here must be on disk before a checkpoint says they are
+            # (a resume purges TensorBoard after it); SummaryWriter flushes every 10 s anyway.
+            writer.flush()
+            save_checkpoint(run_, run_dir, epoch, tracker)
+            saved_at = time.monotonic()
         return metrics
 
-    epochs, every = config["epochs"], config["mi_every"]
     trains = last < epochs
     try:
         if last < 0:
@@ -280,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
             if epoch % every == 0 or epoch == epochs:
                 metrics = measure(epoch, train_loss)
                 top = run_.plane.history[-1]
-                bar.set_postfix(acc=f"{metrics['test_acc']:.3f}", i_xt=f"{top.i_xt:.2f}", i_ty=f"{top.i_ty:.3f}")
+                bar.set_postfix(acc=f"{metrics['test_acc']:.3f}", i_xt=f"{top.i_xt:.2f}", i_ty=f"{top.i_ty:.3f}",
+                                refresh=False)
         final_events = tracker.finish()
         write_events(phases_path, tracker.events)  # idempotent when a finished run is resumed
         if final_events and trains:
