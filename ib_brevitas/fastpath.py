@@ -1,12 +1,14 @@
-"""Exact fast path for the paper's SYN network (`models.SynMLP`): same numbers, fewer ops.
+"""Exact fast path for the paper's SYN network (`models.SynMLP`): same numbers, far fewer calls.
 
 A Brevitas training step of the 12-10-7-5-4-3-2 net is ~430 module calls and
 several hundred tiny tensor ops, and autograd walks the same graph back; for a
-net this small that overhead is the whole cost. `SynFastPath` runs the same
-forward with the same ATen ops, on the model's own parameters and buffers, and
-writes the backward by hand with the ATen ops autograd would run for it (torch's
-derivative formulas; Brevitas' straight-through estimators for round and the
-weight clamp; Brevitas' where-based activation clamp, which stops the gradient).
+net this small that overhead is the whole cost. Here the forward is the same
+ATen ops on the model's own parameters and buffers, and the backward is written
+out with the ATen ops autograd runs for it (torch's derivative formulas;
+Brevitas' straight-through estimators for round and the weight clamp; Brevitas'
+where-based activation clamp, which stops the gradient). Both are compiled once
+with TorchScript, which calls the same ATen kernels without the Python
+interpreter between them (plain Python if TorchScript is unavailable).
 
 Nothing is approximated: forward outputs, integer codes, loss, every gradient
 and the ReLU running maxima (with Brevitas' step counter) equal those of a
@@ -14,43 +16,220 @@ Brevitas forward/backward of the same model bit for bit. `check_against_brevitas
 verifies that on real data (the tests, and every `ib-brevitas train` run once
 before it starts). The model stays a Brevitas model: the monitor, checkpoints
 and export use it unchanged.
+
+Two gradient masks Brevitas computes are left out because they provably never
+act in training: the activation clamp of the ReLU layers (the batch maximum
+maps to code 2^k - 1 up to rounding, everything else below it) and of the
+softmax output (probabilities <= 1 map to <= 2^k - 1); tanh keeps its mask
+(tanh near 1 reaches code 2^(k-1) and is clamped).
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
+from typing import List, NamedTuple, Tuple
 
 import torch
 from torch import Tensor
 
 from ib_brevitas.models import SynMLP, syn_loss
 
-_aten = torch.ops.aten
-_MEAN = 1  # at::Reduction::Mean, syn_loss's nll_loss reduction
-_IGNORE = -100  # nll_loss's default ignore_index
 _SCALE_MIN = 1e-10  # Brevitas' scaling_min_val of the ReLU range (ScalarSignedClampMinSte)
 
 
-# Flat weight slots start at multiples of 16 floats (64 bytes, PyTorch's CPU
-# allocation alignment), so each layer's quantized weights are a view laid out
-# like a freshly allocated tensor for the matrix products.
-_ALIGN = 16
+class _Consts(NamedTuple):
+    """Quantizer constants, as the float32 tensors Brevitas divides by."""
+
+    w_thr: Tensor  # 2^(k-1) - 1: narrow signed weights
+    w_hi: float
+    a_scale: Tensor  # tanh: 1 / 2^(k-1)
+    a_thr: Tensor  # relu: 2^k - 1
+    a_min: float  # relu: smallest range (Brevitas' scaling_min_val)
+    a_lo: float
+    a_hi: float
+    a_top: Tensor  # a_hi as a tensor (tanh's clamp mask)
+    p_scale: Tensor  # softmax output: 1 / (2^k - 1)
+    p_hi: float
+    zero: Tensor
+
+
+def _consts(bits: int, relu: bool) -> _Consts:
+    k = bits
+    a_lo, a_hi = (0.0, float(2**k - 1)) if relu else (-float(2 ** (k - 1)), float(2 ** (k - 1) - 1))
+    return _Consts(
+        w_thr=torch.tensor(float(2 ** (k - 1) - 1)),
+        w_hi=float(2 ** (k - 1) - 1),
+        a_scale=torch.tensor(1.0) / torch.tensor(float(2 ** (k - 1))),  # ConstScaling: value / threshold
+        a_thr=torch.tensor(float(2**k - 1)),
+        a_min=_SCALE_MIN,
+        a_lo=a_lo,
+        a_hi=a_hi,
+        a_top=torch.tensor(a_hi),
+        p_scale=torch.tensor(1.0) / torch.tensor(float(2**k - 1)),
+        p_hi=float(2**k - 1),
+        zero=torch.zeros(()),
+    )
+
+
+# -- kernels (TorchScript-compatible) ---------------------------------------------------
+
+
+def _quant_weight(w: Tensor, c: _Consts) -> List[Tensor]:
+    """Int8WeightPerTensorFloat: scale max|W| / (2^(k-1)-1), round, clamp. [w, wq, |w|, max, s, q, r]"""
+    aw = w.abs()
+    m = aw.max()
+    s = m / c.w_thr
+    q = w / s
+    r = q.round().clamp_(-c.w_hi, c.w_hi)
+    return [w, r * s, aw, m, s, q, r]
+
+
+def _forward(
+    x: Tensor, weights: List[Tensor], biases: List[Tensor], relu: bool, train: bool,
+    running: List[Tensor], first: List[bool], momentum: List[float], c: _Consts,
+) -> Tuple[Tensor, List[Tensor], List[List[Tensor]], List[List[Tensor]]]:
+    """Probabilities, codes of T1..T6, and what the backward needs (weights, activations)."""
+    h = x
+    codes: List[Tensor] = []
+    wsaved: List[List[Tensor]] = []
+    asaved: List[List[Tensor]] = []
+    last = len(weights) - 1
+    z = x
+    for i in range(last + 1):
+        wq = _quant_weight(weights[i], c)
+        wsaved.append(wq + [h])
+        z = torch.nn.functional.linear(h, wq[1], biases[i])
+        if i == last:
+            break
+        if relu:
+            y = torch.relu(z)
+            ay = y.abs()
+            if train:  # batch maximum for the scale; Brevitas' running-max update
+                st = ay.max()
+                if first[i]:
+                    running[i].mul_(st)
+                else:
+                    running[i].mul_(1 - momentum[i])
+                    running[i].add_(momentum[i] * st)
+            else:
+                st = running[i]
+            s = st.clamp_min(c.a_min) / c.a_thr
+            q = y / s
+            code = q.round().clamp(c.a_lo, c.a_hi)
+            h = code * s
+            asaved.append([y, ay, st, s, q, code])
+        else:
+            y = torch.tanh(z)
+            r = (y / c.a_scale).round()
+            code = r.clamp(c.a_lo, c.a_hi)
+            h = code * c.a_scale
+            asaved.append([y, r > c.a_top])  # tanh/scale >= -2^(k-1): only the top clamps
+        codes.append(code)
+    p = torch.softmax(z, dim=1)
+    code = (p / c.p_scale).round().clamp(0.0, c.p_hi)
+    codes.append(code)
+    asaved.append([p])
+    return code * c.p_scale, codes, wsaved, asaved
+
+
+def _weight_backward(g_wq: Tensor, saved: List[Tensor], c: _Consts) -> Tensor:
+    w, aw, m, s, q, r = saved[0], saved[2], saved[3], saved[4], saved[5], saved[6]
+    g_r = g_wq * s  # mul: r * s
+    g_s = (g_wq * r).sum()
+    g_w = g_r / s  # div: w / s (round and clamp are straight-through)
+    g_s = g_s + (-g_r * (q / s)).sum()
+    g_m = g_s / c.w_thr
+    top = aw == m  # max(): the gradient evenly distributed over tied maxima, then abs()
+    g_aw = torch.where(top, g_m / top.sum(), c.zero)
+    return g_w + g_aw * w.sgn()
+
+
+def _train_step(
+    x: Tensor, target: Tensor, weights: List[Tensor], biases: List[Tensor], relu: bool,
+    running: List[Tensor], first: List[bool], momentum: List[float], c: _Consts, eps: float,
+) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+    """syn_loss(model(x), target) in train mode and its gradients (weights, biases; layer order)."""
+    probs, _, wsaved, asaved = _forward(x, weights, biases, relu, True, running, first, momentum, c)
+    # syn_loss forward, kept for its backward
+    sm = probs.sum(dim=1, keepdim=True)
+    den = sm.clamp_min(eps)
+    pn = probs / den
+    pc = pn.clamp(eps, 1.0 - eps)
+    lg = pc.log()
+    loss, total_weight = torch.ops.aten.nll_loss_forward(lg, target, None, 1, -100)  # mean
+    # syn_loss backward
+    g = torch.ops.aten.nll_loss_backward(torch.ones_like(loss), lg, target, None, 1, -100, total_weight)
+    g = g / pc
+    g = torch.where((pn >= eps).logical_and_(pn <= 1.0 - eps), g, c.zero)
+    g_probs = g / den
+    g_den = (-g * ((probs / den) / den)).sum([1], keepdim=True)
+    g_sm = torch.where(sm >= eps, g_den, c.zero)
+    g = g_probs + g_sm.expand_as(probs)
+    # T6: dequantize, (clamp never active), STE round, scale; softmax
+    g = (g * c.p_scale) / c.p_scale
+    gz = torch.ops.aten._softmax_backward_data(g, asaved[-1][0], 1, torch.float32)
+    n = len(weights)
+    g_weights: List[Tensor] = []
+    g_biases: List[Tensor] = []
+    for j in range(n):
+        i = n - 1 - j
+        # F.linear = addmm(b, h, wq.t()): autograd's sum_to and mm_mat1/mm_mat2 backward
+        g_biases.append(gz.sum([0], keepdim=True).view(-1))
+        g_weights.append(_weight_backward(gz.t().mm(wsaved[i][7]), wsaved[i], c))
+        if i == 0:
+            break
+        g_h = gz.mm(wsaved[i][1])
+        a = asaved[i - 1]
+        if relu:
+            y, ay, st, s, q, code = a[0], a[1], a[2], a[3], a[4], a[5]
+            g_c = g_h * s  # (clamp never active in training)
+            g_s = (g_h * code).sum()
+            g_y = g_c / s
+            g_s = g_s + (-g_c * (q / s)).sum()
+            g_st = g_s / c.a_thr  # the min-clamps and abs of the scale pass it unchanged
+            top = ay == st
+            g_ay = torch.where(top, g_st / top.sum(), c.zero)
+            g_y = g_y + g_ay * y.sgn()
+            gz = torch.ops.aten.threshold_backward(g_y, y, 0)
+        else:
+            g_y = torch.where(a[1], c.zero, g_h * c.a_scale) / c.a_scale
+            gz = torch.ops.aten.tanh_backward(g_y, a[0])
+    g_weights.reverse()
+    g_biases.reverse()
+    return loss, g_weights, g_biases
+
+
+def _script(fn):
+    """TorchScript `fn` (same ATen kernels, no interpreter between them); `fn` itself if that fails.
+
+    torch.jit.script is deprecated in favour of torch.compile, whose generated
+    kernels round differently; nothing else replays ATen ops exactly without
+    Python, so the warning is silenced here and the plain function is the fallback.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(fn), True
+    except Exception:  # noqa: BLE001 - TorchScript missing or unable: the Python kernel is exact too
+        return fn, False
+
+
+_TRAIN_STEP, _COMPILED = _script(_train_step)
+_FORWARD, _ = _script(_forward) if _COMPILED else (_forward, False)
 
 
 class SynFastPath:
-    """Forward, backward and eval forward of a `SynMLP`, equal to Brevitas' bit for bit.
+    """Training step and eval forward of a `SynMLP`, equal to Brevitas' bit for bit.
 
     `train_step(x, y)` is `model.train(); loss = syn_loss(model(x), y);
     loss.backward()` with fresh gradients (as after `zero_grad(set_to_none=True)`):
     it sets every parameter's `.grad`, updates the ReLU running maxima and
-    their counters, and returns the loss. `forward(x)` is the eval-mode forward
-    (no state changes); `codes(x)` the integer codes of T1..T6 in eval mode.
-
-    The six weight quantizers run together on one flat copy of the weights:
-    their element-wise steps are the same IEEE operations on the same values,
-    the per-layer maxima are order-free, and each per-layer gradient sum runs
-    over that layer's slice alone, in the order Brevitas' autograd sums it.
+    their step counters, and returns the loss. `forward(x)` is the eval-mode
+    forward (changes nothing); `codes(x)` the eval-mode integer codes of T1..T6.
     """
+
+    compiled = _COMPILED  # whether the kernels run as TorchScript
 
     def __init__(self, model: SynMLP):
         if type(model) is not SynMLP:
@@ -58,214 +237,51 @@ class SynFastPath:
                 f"the fast path reproduces ib_brevitas.models.SynMLP only, got {type(model).__name__}; "
                 "train other models with their own Brevitas forward"
             )
-        k = model.bits
         self.model = model
-        self.fcs = [getattr(model, f"fc{i}") for i in range(1, model.n_layers + 1)]
         self.relu = model.activation == "relu"
-        self._zero = torch.zeros(())
-        # Brevitas' int thresholds are float32 tensors; the scales divide by them.
-        self.w_thr = torch.tensor(float(2 ** (k - 1) - 1))  # narrow signed weights
-        self.w_lo, self.w_hi = -float(2 ** (k - 1) - 1), float(2 ** (k - 1) - 1)
-        self.p_scale = torch.tensor(1.0) / torch.tensor(float(2**k - 1))  # ConstScaling 1/(2^k-1)
-        self.p_hi = torch.tensor(float(2**k - 1))
-        self.p_hi_f = float(2**k - 1)
-        if self.relu:
-            self.a_thr = torch.tensor(float(2**k - 1))
-            self.a_hi = torch.tensor(float(2**k - 1))
-            self.a_lo_f, self.a_hi_f = 0.0, float(2**k - 1)
-        else:
-            self.a_scale = torch.tensor(1.0) / torch.tensor(float(2 ** (k - 1)))  # ConstScaling 1/2^(k-1)
-            self.a_hi = torch.tensor(float(2 ** (k - 1) - 1))
-            self.a_lo_f, self.a_hi_f = -float(2 ** (k - 1)), float(2 ** (k - 1) - 1)
-        self._layout()
+        self.fcs = [getattr(model, f"fc{i}") for i in range(1, model.n_layers + 1)]
+        self.consts = _consts(model.bits, self.relu)
 
-    def _layout(self) -> None:
-        """Flat slots of the six weight matrices: offsets, padding, owner of each element."""
-        self.shapes = [tuple(fc.weight.shape) for fc in self.fcs]
-        self.slots, self.pads, owner, valid = [], [], [], []
-        offset = 0
-        for i, shape in enumerate(self.shapes):
-            n = shape[0] * shape[1]
-            end = -(-(offset + n) // _ALIGN) * _ALIGN
-            self.slots.append((offset, offset + n))
-            self.pads.append(torch.zeros(end - offset - n))
-            owner += [i] * (end - offset)
-            valid += [True] * n + [False] * (end - offset - n)
-            offset = end
-        self.owner = torch.tensor(owner)
-        self.valid = torch.tensor(valid)
-        self.slot_lengths = torch.tensor([e - s for s, e in self.slots]) + torch.tensor(
-            [p.numel() for p in self.pads]
-        )
-
-    def _flat(self, mats: list[Tensor]) -> Tensor:
-        parts = []
-        for m, pad in zip(mats, self.pads):
-            parts.append(m.reshape(-1))
-            parts.append(pad)
-        return torch.cat(parts)
-
-    # -- forward pieces (each mirrors one Brevitas quantizer) ----------------------
-
-    def _weights(self):
-        """Int8WeightPerTensorFloat of every layer: scale max|W| / (2^(k-1)-1), round, clamp."""
-        w = self._flat([fc.weight for fc in self.fcs])
-        aw = w.abs()
-        m = torch.segment_reduce(aw, "max", lengths=self.slot_lengths)  # padding 0 <= max
-        s = m / self.w_thr
-        s_e = s.index_select(0, self.owner)
-        q = w / s_e
-        r = q.round().clamp_(self.w_lo, self.w_hi)
-        wq = r * s_e
-        mats = [wq[a:b].view(shape) for (a, b), shape in zip(self.slots, self.shapes)]
-        return mats, (w, aw, m, s_e, q, r)
-
-    def _runtime_stats(self) -> list:
-        # Looked up per pass: Brevitas' load_state_dict replaces these modules.
+    def _stats(self) -> list:
+        """The ReLU layers' Brevitas _RuntimeStats, looked up afresh (load_state_dict replaces them)."""
+        if not self.relu:
+            return []
         return [
             getattr(self.model, f"T{i}").act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.runtime_stats
             for i in range(1, self.model.n_layers)
         ]
 
-    def _act(self, z: Tensor, rs, train: bool):
-        """T_i for i < 6: tanh with fixed scale, or ReLU with the running-max scale."""
-        if not self.relu:
-            y = torch.tanh(z)
-            r = (y / self.a_scale).round()
-            over = r > self.a_hi  # tanh/scale >= -2^(k-1): only the top clamps
-            c = r.clamp(self.a_lo_f, self.a_hi_f)
-            return c * self.a_scale, c, (y, over)
-        y = torch.relu(z)
-        if train:
-            ay = y.abs()
-            st = ay.max()
-            if rs.counter == 0:
-                rs.running_stats.mul_(st)
-            else:
-                rs.running_stats.mul_(1 - rs.momentum)
-                rs.running_stats.add_(rs.momentum * st)
-            rs.counter += 1
-        else:
-            ay, st = None, rs.running_stats
-        s = st.clamp_min(_SCALE_MIN) / self.a_thr
-        q = y / s
-        r = q.round()
-        over = r > self.a_hi  # relu/scale >= 0: only the top clamps
-        c = r.clamp(self.a_lo_f, self.a_hi_f)
-        return c * s, c, (y, ay, st, s, q, c, over)
+    def _eval(self, x: Tensor):
+        stats = self._stats()
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            return _FORWARD(
+                x.float(), [fc.weight for fc in self.fcs], [fc.bias for fc in self.fcs], self.relu, False,
+                [rs.running_stats for rs in stats], [False] * len(stats), [0.0] * len(stats), self.consts,
+            )
 
-    def _output(self, z: Tensor):
-        """T6: softmax probabilities on the unsigned k-bit grid, fixed scale 1/(2^k-1)."""
-        p = torch.softmax(z, dim=1)
-        r = (p / self.p_scale).round()
-        over = r > self.p_hi  # probabilities >= 0: only the top clamps
-        c = r.clamp(0.0, self.p_hi_f)
-        return c * self.p_scale, c, (p, over)
-
-    def _forward(self, x: Tensor, train: bool, keep: bool):
-        h = x.float()
-        wqs, wsaved = self._weights()
-        saved, codes = [], []
-        last = len(self.fcs) - 1
-        stats = self._runtime_stats() if self.relu else [None] * last
-        for i, fc in enumerate(self.fcs):
-            z = torch.nn.functional.linear(h, wqs[i], fc.bias)
-            if i < last:
-                out, c, asaved = self._act(z, stats[i], train)
-            else:
-                out, c, asaved = self._output(z)
-            if keep:
-                saved.append((h, asaved))
-            codes.append(c)
-            h = out
-        return h, (saved, wqs, wsaved), codes
-
-    @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         """Eval-mode probabilities, as `model.eval(); model(x)` (changes no state)."""
-        return self._forward(x, train=False, keep=False)[0]
+        return self._eval(x)[0]
 
-    @torch.no_grad()
     def codes(self, x: Tensor) -> list[Tensor]:
         """Eval-mode integer codes of T1..T6 (int64), as QuantTensor.int() gives them."""
-        return [c.to(torch.int64) for c in self._forward(x, train=False, keep=False)[2]]
+        return [c.to(torch.int64) for c in self._eval(x)[1]]
 
-    # -- training step --------------------------------------------------------------
-
-    @torch.no_grad()
     def train_step(self, x: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
-        probs, (saved, wqs, wsaved), _ = self._forward(x, train=True, keep=True)
-        # syn_loss forward, kept for its backward
-        sm = probs.sum(dim=1, keepdim=True)
-        den = sm.clamp_min(eps)
-        pn = probs / den
-        pc = pn.clamp(eps, 1.0 - eps)
-        lg = pc.log()
-        target = target.long()
-        loss, total_weight = _aten.nll_loss_forward(lg, target, None, _MEAN, _IGNORE)
-        zero = self._zero
-        # syn_loss backward
-        g = _aten.nll_loss_backward(torch.ones_like(loss), lg, target, None, _MEAN, _IGNORE, total_weight)
-        g = g / pc
-        g = torch.where((pn >= eps).logical_and_(pn <= 1.0 - eps), g, zero)
-        g_probs = g / den
-        g_den = (-g * ((probs / den) / den)).sum([1], keepdim=True)
-        g_sm = torch.where(sm >= eps, g_den, zero)
-        g = g_probs + g_sm.expand_as(probs)
-        # T6 backward: dequantize, where-clamp, STE round, scale; softmax
-        p, over = saved[-1][1]
-        g = torch.where(over, zero, g * self.p_scale) / self.p_scale
-        gz = _aten._softmax_backward_data(g, p, 1, torch.float32)
-        g_wqs = [None] * len(self.fcs)
-        for i in range(len(self.fcs) - 1, -1, -1):
-            h = saved[i][0]
-            # F.linear = addmm(b, h, wq.t()): autograd's mm_mat1/mm_mat2 backward and sum_to
-            self.fcs[i].bias.grad = gz.sum([0], keepdim=True).view(-1)
-            g_wqs[i] = gz.t().mm(h)
-            if i == 0:
-                break
-            g_h = gz.mm(wqs[i])
-            gz = self._act_backward(g_h, saved[i - 1][1])
-        g_w = self._weights_backward(g_wqs, wsaved)
-        for fc, (a, b), shape in zip(self.fcs, self.slots, self.shapes):
-            fc.weight.grad = g_w[a:b].view(shape)
+        """One Brevitas training forward/backward; sets .grad, returns the loss."""
+        stats = self._stats()
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            loss, g_weights, g_biases = _TRAIN_STEP(
+                x.float(), target.long(), [fc.weight for fc in self.fcs], [fc.bias for fc in self.fcs],
+                self.relu, [rs.running_stats for rs in stats], [rs.counter == 0 for rs in stats],
+                [float(rs.momentum) for rs in stats], self.consts, eps,
+            )
+        for rs in stats:
+            rs.counter += 1
+        for fc, g_w, g_b in zip(self.fcs, g_weights, g_biases):
+            fc.weight.grad = g_w
+            fc.bias.grad = g_b
         return loss
-
-    def _weights_backward(self, g_wqs: list[Tensor], wsaved) -> Tensor:
-        w, aw, m, s_e, q, r = wsaved
-        g_wq = self._flat(g_wqs)
-        g_r = g_wq * s_e  # mul: r * s
-        t_mul = g_wq * r
-        g_w = g_r / s_e  # div: w / s (round and clamp are straight-through)
-        t_div = -g_r * (q / s_e)
-        # sum_to(scale): each layer's own sum, as autograd reduces its (out, in) tensor
-        g_s = torch.stack([t_mul[a:b].sum() for a, b in self.slots]) + torch.stack(
-            [t_div[a:b].sum() for a, b in self.slots]
-        )
-        g_m = g_s / self.w_thr
-        top = (aw == m.index_select(0, self.owner)).logical_and_(self.valid)
-        ties = torch.segment_reduce(top.float(), "sum", lengths=self.slot_lengths)
-        # max(): the gradient evenly distributed over the tied maxima, then abs()
-        g_aw = torch.where(top, (g_m / ties).index_select(0, self.owner), self._zero)
-        return g_w + g_aw * w.sgn()
-
-    def _act_backward(self, g_h: Tensor, asaved) -> Tensor:
-        zero = self._zero
-        if not self.relu:
-            y, over = asaved
-            g = torch.where(over, zero, g_h * self.a_scale) / self.a_scale
-            return _aten.tanh_backward(g, y)
-        y, ay, st, s, q, c, over = asaved
-        g_c = g_h * s
-        g_s = (g_h * c).sum()
-        g_c = torch.where(over, zero, g_c)
-        g_y = g_c / s
-        g_s = g_s + (-g_c * (q / s)).sum()
-        g_st = g_s / self.a_thr  # the min-clamps and abs of the scale pass it unchanged
-        top = ay == st
-        g_ay = torch.where(top, g_st / top.sum(), zero)
-        g_y = g_y + g_ay * y.sgn()
-        return _aten.threshold_backward(g_y, y, 0)
 
 
 def check_against_brevitas(model: SynMLP, x: Tensor, y: Tensor, batch: int = 256) -> None:
@@ -314,11 +330,17 @@ def check_against_brevitas(model: SynMLP, x: Tensor, y: Tensor, batch: int = 256
         problems.append("runtime-statistics counters")
     if problems:
         raise RuntimeError(
-            "the fast SYN training path no longer matches Brevitas bit for bit ("
+            "the fast SYN training path does not match Brevitas bit for bit with torch "
+            f"{torch.__version__} and Brevitas {_brevitas_version()} ("
             + ", ".join(dict.fromkeys(problems))
-            + "); the installed torch/Brevitas computes differently. Train with --engine brevitas "
-            "and report this"
+            + "); please report this"
         )
+
+
+def _brevitas_version() -> str:
+    import brevitas
+
+    return brevitas.__version__
 
 
 _ONE = torch.tensor(1.0)

@@ -30,6 +30,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,8 +150,11 @@ def build_run(config: dict) -> Run:
         raise ValueError(f"engine must be 'fast' or 'brevitas', got {engine!r}")
     fast = None
     if engine == "fast":
-        check_against_brevitas(model, xt, yt, batch=config["batch_size"])
-        fast = SynFastPath(model)
+        try:
+            check_against_brevitas(model, xt, yt, batch=config["batch_size"])
+            fast = SynFastPath(model)
+        except RuntimeError as e:  # e.g. another torch/Brevitas: stay exact, train through Brevitas
+            warnings.warn(f"{e}. Training through the Brevitas modules instead (same results, slower).")
     return Run(config, model, optimizer, xt[train_idx], yt[train_idx], xt[test_idx], yt[test_idx], plane, shuffle,
                fast=fast)
 
