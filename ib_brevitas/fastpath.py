@@ -104,8 +104,9 @@ def _forward(
             break
         if relu:
             y = torch.relu(z)
-            ay = y.abs()
+            ay = y
             if train:  # batch maximum for the scale; Brevitas' running-max update
+                ay = y.abs()
                 st = ay.max()
                 if first[i]:
                     running[i].mul_(st)
@@ -141,7 +142,7 @@ def _weight_backward(g_wq: Tensor, saved: List[Tensor], c: _Consts) -> Tensor:
     g_s = g_s + (-g_r * (q / s)).sum()
     g_m = g_s / c.w_thr
     top = aw == m  # max(): the gradient evenly distributed over tied maxima, then abs()
-    g_aw = torch.where(top, g_m / top.sum(), c.zero)
+    g_aw = torch.where(top, g_m / torch.count_nonzero(top), c.zero)  # = top.sum(), int64
     return g_w + g_aw * w.sgn()
 
 
@@ -189,7 +190,7 @@ def _train_step(
             g_s = g_s + (-g_c * (q / s)).sum()
             g_st = g_s / c.a_thr  # the min-clamps and abs of the scale pass it unchanged
             top = ay == st
-            g_ay = torch.where(top, g_st / top.sum(), c.zero)
+            g_ay = torch.where(top, g_st / torch.count_nonzero(top), c.zero)
             g_y = g_y + g_ay * y.sgn()
             gz = torch.ops.aten.threshold_backward(g_y, y, 0)
         else:
