@@ -19,6 +19,9 @@
    path), in this process; anchor 15 ms (TF, without its validation pass).
 3. Per measurement: capture (the hooked Brevitas probe pass over 4096 samples)
    and MI (counting, records, no sinks); anchor 28 ms capture + 45 ms MI.
+4. What each change gives, before against after in this process (tanh and
+   ReLU, 8 bit): the training step, Adam, the batch gather, the accuracy
+   pass, and the checkpoint written at every measurement.
 Times are wall-clock medians of R repeats (--quick: 200 epochs, R = 1).
 The machine may be shared: load averages are printed before and after.
 """
@@ -138,6 +141,81 @@ def bench_measure(repeat: int) -> None:
               f"{(ANCHOR_CAPTURE_MS + ANCHOR_MI_MS) / 1e3 / t_measure:4.1f}x faster")
 
 
+def bench_changes(repeat: int) -> None:
+    import copy
+
+    from ib_brevitas import fastpath
+    from ib_brevitas.models import syn_loss
+    from ib_brevitas.state import observation
+    from ib_brevitas.train import build_run, evaluate, save_checkpoint
+
+    torch.set_num_threads(1)
+    print(f"4. each change, before -> after, median of {repeat} ({load()})")
+    for activation in ("tanh", "relu"):
+        run = build_run(dict(seed=0, test_fraction=0.2, activation=activation, bits=8, lr=1e-4, batch_size=256))
+        model, fast = run.model, run.fast
+        xb, yb = run.x_train[:256], run.y_train[:256]
+        twin = copy.deepcopy(model)
+        slow = fastpath.SynFastPath(twin)
+        stats = slow._stats()
+
+        def brevitas_step():
+            model.train()
+            for p in model.parameters():
+                p.grad = None
+            syn_loss(model(xb), yb).backward()
+
+        def python_kernel():  # the same kernel, not compiled
+            with torch.no_grad():
+                fastpath._train_step(xb, yb, [f.weight for f in slow.fcs], [f.bias for f in slow.fcs], slow.relu,
+                                     [rs.running_stats for rs in stats], [False] * len(stats),
+                                     [0.1] * len(stats), slow.consts, 1e-7)
+
+        rows = [("training step (forward + backward)", _median(brevitas_step, repeat * 10),
+                 _median(python_kernel, repeat * 10), _median(lambda: fast.train_step(xb, yb), repeat * 10))]
+        default_adam = torch.optim.Adam(twin.parameters(), lr=1e-4)
+        slow.train_step(xb, yb)
+        default_adam.step()
+        fast.train_step(xb, yb)
+        fastpath.adam_step(run.optimizer)
+        rows.append(("Adam step (12 tensors)", _median(default_adam.step, repeat * 10), None,
+                     _median(lambda: fastpath.adam_step(run.optimizer), repeat * 10)))
+        order = torch.randperm(run.x_train.shape[0])
+
+        def gather_per_batch():
+            for start in range(0, len(order), 256):
+                idx = order[start : start + 256]
+                run.x_train[idx], run.y_train[idx]
+
+        def gather_per_epoch():
+            x, y = run.x_train[order], run.y_train[order]
+            for start in range(0, len(order), 256):
+                x[start : start + 256], y[start : start + 256]
+
+        rows.append(("batch gathers per epoch", _median(gather_per_batch, repeat * 5), None,
+                     _median(gather_per_epoch, repeat * 5)))
+        run.fast = None
+
+        def brevitas_eval():
+            with observation(model):
+                for x, y in ((run.x_train, run.y_train), (run.x_test, run.y_test)):
+                    probs = model(x)
+                    float(syn_loss(probs, y)), float((probs.argmax(dim=1) == y).float().mean())
+
+        t_eval_before = _median(brevitas_eval, repeat)
+        run.fast = fast
+        rows.append(("train/test accuracy pass", t_eval_before, None, _median(lambda: evaluate(run), repeat)))
+        with tempfile.TemporaryDirectory() as tmp:
+            t_ckpt = _median(lambda: save_checkpoint(run, Path(tmp), 0, None), repeat)
+        rows.append(("checkpoint (save + fsync) per measurement", t_ckpt, None, 0.0))
+        print(f"   {activation:4} {'(ms)':42} {'before':>7} {'python':>7} {'after':>7}")
+        for name, before, middle, after in rows:
+            mid = f"{middle * 1e3:7.2f}" if middle is not None else f"{'':7}"
+            print(f"        {name:42} {before * 1e3:7.2f} {mid} {after * 1e3:7.2f}")
+    print("   ('python': the fast path's kernel without TorchScript, the fallback; a checkpoint is now"
+          " written every --checkpoint-secs, default 60 s, and at the end)")
+
+
 def _median(fn, repeat: int) -> float:
     fn()
     times = []
@@ -153,7 +231,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help=f"200 epochs per run, one repeat")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the long run (default 800; --quick 200)")
     p.add_argument("--repeat", type=int, default=None, help="runs per configuration (default 3; --quick 1)")
-    p.add_argument("--only", choices=["runs", "epoch", "measure"], default=None)
+    p.add_argument("--only", choices=["runs", "epoch", "measure", "changes"], default=None)
     args = p.parse_args()
     epochs = args.epochs or (200 if args.quick else 800)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -163,6 +241,8 @@ def main() -> None:
         bench_epoch(10 if args.quick else 40)
     if args.only in (None, "measure"):
         bench_measure(5 if args.quick else 20)
+    if args.only in (None, "changes"):
+        bench_changes(5 if args.quick else 20)
     if args.only in (None, "runs"):
         bench_runs(epochs, repeat)
 
