@@ -88,9 +88,10 @@ def _quant_weight(w: Tensor, c: _Consts) -> List[Tensor]:
 def _forward(
     x: Tensor, weights: List[Tensor], biases: List[Tensor], relu: bool, train: bool,
     running: List[Tensor], first: List[bool], momentum: List[float], c: _Consts,
-) -> Tuple[Tensor, List[Tensor], List[List[Tensor]], List[List[Tensor]]]:
-    """Probabilities, codes of T1..T6, and what the backward needs (weights, activations)."""
+) -> Tuple[List[Tensor], List[Tensor], List[List[Tensor]], List[List[Tensor]]]:
+    """Outputs of T1..T6 (T6: the probabilities), their codes, and what the backward needs."""
     h = x
+    outs: List[Tensor] = []
     codes: List[Tensor] = []
     wsaved: List[List[Tensor]] = []
     asaved: List[List[Tensor]] = []
@@ -127,11 +128,13 @@ def _forward(
             h = code * c.a_scale
             asaved.append([y, r > c.a_top])  # tanh/scale >= -2^(k-1): only the top clamps
         codes.append(code)
+        outs.append(h)
     p = torch.softmax(z, dim=1)
     code = (p / c.p_scale).round().clamp(0.0, c.p_hi)
     codes.append(code)
+    outs.append(code * c.p_scale)
     asaved.append([p])
-    return code * c.p_scale, codes, wsaved, asaved
+    return outs, codes, wsaved, asaved
 
 
 def _weight_backward(g_wq: Tensor, saved: List[Tensor], c: _Consts) -> Tensor:
@@ -151,7 +154,8 @@ def _train_step(
     running: List[Tensor], first: List[bool], momentum: List[float], c: _Consts, eps: float,
 ) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
     """syn_loss(model(x), target) in train mode and its gradients (weights, biases; layer order)."""
-    probs, _, wsaved, asaved = _forward(x, weights, biases, relu, True, running, first, momentum, c)
+    outs, _, wsaved, asaved = _forward(x, weights, biases, relu, True, running, first, momentum, c)
+    probs = outs[-1]
     # syn_loss forward, kept for its backward
     sm = probs.sum(dim=1, keepdim=True)
     den = sm.clamp_min(eps)
@@ -262,11 +266,22 @@ class SynFastPath:
 
     def forward(self, x: Tensor) -> Tensor:
         """Eval-mode probabilities, as `model.eval(); model(x)` (changes no state)."""
-        return self._eval(x)[0]
+        return self._eval(x)[0][-1]
 
     def codes(self, x: Tensor) -> list[Tensor]:
-        """Eval-mode integer codes of T1..T6 (int64), as QuantTensor.int() gives them."""
-        return [c.to(torch.int64) for c in self._eval(x)[1]]
+        """Eval-mode integer codes of T1..T6 (int64), as QuantTensor.int() gives them.
+
+        Raises ValueError, as the monitor's probe pass does, when a layer's output
+        is NaN or inf.
+        """
+        outs, codes, _, _ = self._eval(x)
+        for i, out in enumerate(outs, start=1):
+            if not torch.isfinite(out).all():
+                raise ValueError(
+                    f"layer 'T{i}': NaN or inf reached this quantized layer; the model has diverged "
+                    "(check the learning rate and the inputs)"
+                )
+        return [c.to(torch.int64) for c in codes]
 
     def train_step(self, x: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
         """One Brevitas training forward/backward; sets .grad, returns the loss."""

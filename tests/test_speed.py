@@ -188,3 +188,12 @@ def test_same_seed_same_run_and_both_engines_agree(tmp_path, capsys):
             assert torch.equal(v, s["model"][k]), k
         assert s["counters"] == states[0]["counters"]
     assert json.loads((runs[2] / "config.json").read_text())["engine"] == "brevitas"
+
+
+def test_codes_of_a_diverged_model_are_an_error_naming_the_layer(syn):
+    x, _ = syn
+    model = syn_mlp("relu", 8)
+    with torch.no_grad():
+        model.fc2.bias[0] = float("nan")
+    with pytest.raises(ValueError, match="'T2': NaN or inf"):
+        SynFastPath(model).codes(x)
