@@ -22,7 +22,9 @@
 4. What each change gives, before against after in this process (tanh and
    ReLU, 8 bit): the training step, Adam, the batch gather, the accuracy
    pass, and the checkpoint written at every measurement.
-Times are wall-clock medians of R repeats (--quick: 200 epochs, R = 1).
+--before DIR also times an older checkout of the package the same way (the
+'before' of docs/performance.md). Times are wall-clock medians of R repeats
+(--quick: 200 epochs, R = 1).
 The machine may be shared: load averages are printed before and after.
 """
 
@@ -53,14 +55,13 @@ def load() -> str:
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
-def run_cli(activation: str, bits: int, epochs: int, engine: str = "fast") -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one `ib-brevitas train` process."""
+def run_cli(activation: str, bits: int, epochs: int, tree: Path = REPO) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one `ib-brevitas train` process (package from `tree`)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "ib_brevitas", "train", "--activation", activation, "--bits", str(bits),
-               "--epochs", str(epochs), "--seed", "0", "--engine", engine, "--no-progress",
-               "--run-dir", str(Path(tmp) / "run")]
+               "--epochs", str(epochs), "--seed", "0", "--no-progress", "--run-dir", str(Path(tmp) / "run")]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         err = proc.stderr.read().decode()
@@ -70,14 +71,17 @@ def run_cli(activation: str, bits: int, epochs: int, engine: str = "fast") -> tu
     return wall, usage.ru_maxrss / 1024
 
 
-def bench_runs(epochs: int, repeat: int) -> None:
+def bench_runs(epochs: int, repeat: int, before: Path | None) -> None:
     print(f"1. `ib-brevitas train`, SYN protocol: {epochs} and {SHORT} epochs timed, {FULL} projected "
           f"(median of {repeat}; {load()})")
-    print(f"   {'config':10} {'T(5) s':>7} {'T(N) s':>7} {'ms/epoch':>9} {'8000 ep.':>9} {'anchor':>7} "
+    print(f"   {'config':17} {'T(5) s':>7} {'T(N) s':>7} {'ms/epoch':>9} {'8000 ep.':>9} {'anchor':>7} "
           f"{'x faster':>8} {'goal':>6} {'peak RSS':>9} {'+/1000 ep.':>10}")
-    for activation, bits in CONFIGS:
-        short = [run_cli(activation, bits, SHORT) for _ in range(repeat)]
-        full = [run_cli(activation, bits, epochs) for _ in range(repeat)]
+    configs = [(a, b, REPO, epochs, "") for a, b in CONFIGS]
+    if before is not None:  # the older tree is slow: a tenth of the epochs
+        configs += [(a, 8, before, max(SHORT + 20, epochs // 10), " before") for a in ("tanh", "relu")]
+    for activation, bits, tree, epochs, tag in configs:
+        short = [run_cli(activation, bits, SHORT, tree) for _ in range(repeat)]
+        full = [run_cli(activation, bits, epochs, tree) for _ in range(repeat)]
         t_short = statistics.median(t for t, _ in short)
         t_full = statistics.median(t for t, _ in full)
         per_epoch = (t_full - t_short) / (epochs - SHORT)
@@ -86,7 +90,7 @@ def bench_runs(epochs: int, repeat: int) -> None:
         growth = (rss_full - rss_short) / (epochs - SHORT) * 1000
         anchor = ANCHOR_RUN_S[activation]
         verdict = "met" if projected <= anchor / 2 else ("target met" if projected <= anchor else "MISSED")
-        print(f"   {activation:4} {bits} bit {t_short:7.1f} {t_full:7.1f} {per_epoch * 1e3:9.1f} "
+        print(f"   {activation + ' ' + str(bits) + ' bit' + tag:17} {t_short:7.1f} {t_full:7.1f} {per_epoch * 1e3:9.1f} "
               f"{_mmss(projected):>9} {_mmss(anchor):>7} {anchor / projected:7.2f}x {verdict:>6} "
               f"{rss_full:7.0f} MB {growth:8.1f} MB")
     print(f"   anchor peak RSS {ANCHOR_RSS_MB} MB; 'goal': <= half the anchor time ({load()})")
@@ -228,10 +232,13 @@ def _median(fn, repeat: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help=f"200 epochs per run, one repeat")
+    p.add_argument("--quick", action="store_true", help="200 epochs per run, one repeat")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the long run (default 800; --quick 200)")
     p.add_argument("--repeat", type=int, default=None, help="runs per configuration (default 3; --quick 1)")
     p.add_argument("--only", choices=["runs", "epoch", "measure", "changes"], default=None)
+    p.add_argument("--before", type=Path, default=None,
+                   help="also time the package in this directory (an older checkout: "
+                        "git archive <commit> ib_brevitas | tar -x -C DIR), tanh/ReLU 8 bit, a tenth of the epochs")
     args = p.parse_args()
     epochs = args.epochs or (200 if args.quick else 800)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -244,7 +251,7 @@ def main() -> None:
     if args.only in (None, "changes"):
         bench_changes(5 if args.quick else 20)
     if args.only in (None, "runs"):
-        bench_runs(epochs, repeat)
+        bench_runs(epochs, repeat, args.before)
 
 
 if __name__ == "__main__":
