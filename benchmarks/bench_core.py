@@ -25,6 +25,8 @@ import torch
 
 
 def median_time(fn, repeat: int) -> float:
+    """Median wall time of `repeat` calls of `fn`, after one untimed warm-up call."""
+    fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

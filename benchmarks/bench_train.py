@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_core import median_time  # this folder is on sys.path when run as a script
 
 ANCHOR_RUN_S = {"tanh": 6 * 60 + 42, "relu": 6 * 60 + 47}
 ANCHOR_RSS_MB = 1600
@@ -124,8 +125,8 @@ def bench_epoch(repeat_epochs: int) -> None:
                 loss.item()
 
         fast = build_run(cfg)
-        t_plain = _median(plain_epoch, max(3, repeat_epochs // 4))
-        t_fast = _median(lambda: train_epoch(fast), repeat_epochs)
+        t_plain = median_time(plain_epoch, max(3, repeat_epochs // 4))
+        t_fast = median_time(lambda: train_epoch(fast), repeat_epochs)
         print(f"   {activation:4} {bits} bit: plain Brevitas loop {t_plain * 1e3:6.1f} ms, fast path "
               f"{t_fast * 1e3:5.1f} ms ({t_plain / t_fast:4.1f}x); anchor {ANCHOR_EPOCH_MS} ms: "
               f"{ANCHOR_EPOCH_MS / 1e3 / t_fast:4.2f}x")
@@ -188,15 +189,15 @@ def bench_changes(repeat: int) -> None:
                                      [rs.running_stats for rs in stats], [False] * len(stats),
                                      [0.1] * len(stats), slow.consts, 1e-7)
 
-        rows = [("training step (forward + backward)", _median(brevitas_step, repeat * 10),
-                 _median(python_kernel, repeat * 10), _median(lambda: fast.train_step(xb, yb), repeat * 10))]
+        rows = [("training step (forward + backward)", median_time(brevitas_step, repeat * 10),
+                 median_time(python_kernel, repeat * 10), median_time(lambda: fast.train_step(xb, yb), repeat * 10))]
         default_adam = torch.optim.Adam(twin.parameters(), lr=1e-4)
         slow.train_step(xb, yb)
         default_adam.step()
         fast.train_step(xb, yb)
         fastpath.adam_step(run.optimizer)
-        rows.append(("Adam step (12 tensors)", _median(default_adam.step, repeat * 10), None,
-                     _median(lambda: fastpath.adam_step(run.optimizer), repeat * 10)))
+        rows.append(("Adam step (12 tensors)", median_time(default_adam.step, repeat * 10), None,
+                     median_time(lambda: fastpath.adam_step(run.optimizer), repeat * 10)))
         order = torch.randperm(run.x_train.shape[0])
 
         def gather_per_batch():
@@ -209,8 +210,8 @@ def bench_changes(repeat: int) -> None:
             for start in range(0, len(order), 256):
                 x[start : start + 256], y[start : start + 256]
 
-        rows.append(("batch gathers per epoch", _median(gather_per_batch, repeat * 5), None,
-                     _median(gather_per_epoch, repeat * 5)))
+        rows.append(("batch gathers per epoch", median_time(gather_per_batch, repeat * 5), None,
+                     median_time(gather_per_epoch, repeat * 5)))
         run.fast = None
 
         def brevitas_eval():
@@ -219,11 +220,11 @@ def bench_changes(repeat: int) -> None:
                     probs = model(x)
                     float(syn_loss(probs, y)), float((probs.argmax(dim=1) == y).float().mean())
 
-        t_eval_before = _median(brevitas_eval, repeat)
+        t_eval_before = median_time(brevitas_eval, repeat)
         run.fast = fast
-        rows.append(("train/test accuracy pass", t_eval_before, None, _median(lambda: evaluate(run), repeat)))
+        rows.append(("train/test accuracy pass", t_eval_before, None, median_time(lambda: evaluate(run), repeat)))
         with tempfile.TemporaryDirectory() as tmp:
-            t_ckpt = _median(lambda: save_checkpoint(run, Path(tmp), 0, None), repeat)
+            t_ckpt = median_time(lambda: save_checkpoint(run, Path(tmp), 0, None), repeat)
         rows.append(("checkpoint (save + fsync) per measurement", t_ckpt, None, 0.0))
         print(f"   {activation:4} {'(ms)':42} {'before':>7} {'python':>7} {'after':>7}")
         for name, before, middle, after in rows:
@@ -231,16 +232,6 @@ def bench_changes(repeat: int) -> None:
             print(f"        {name:42} {before * 1e3:7.2f} {mid} {after * 1e3:7.2f}")
     print("   ('python': the fast path's kernel without TorchScript, the fallback; a checkpoint is now"
           " written every --checkpoint-secs, default 60 s, and at the end)")
-
-
-def _median(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
