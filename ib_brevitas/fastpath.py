@@ -126,7 +126,8 @@ def _forward(
             r = (y / c.a_scale).round()
             code = r.clamp(c.a_lo, c.a_hi)
             h = code * c.a_scale
-            asaved.append([y, r > c.a_top])  # tanh/scale >= -2^(k-1): only the top clamps
+            if train:
+                asaved.append([y, r > c.a_top])  # tanh/scale >= -2^(k-1): only the top clamps
         codes.append(code)
         outs.append(h)
     p = torch.softmax(z, dim=1)
@@ -268,20 +269,29 @@ class SynFastPath:
         """Eval-mode probabilities, as `model.eval(); model(x)` (changes no state)."""
         return self._eval(x)[0][-1]
 
-    def codes(self, x: Tensor) -> list[Tensor]:
-        """Eval-mode integer codes of T1..T6 (int64), as QuantTensor.int() gives them.
+    def codes(self, x: Tensor) -> dict[str, Tensor]:
+        """Eval-mode integer codes {"T1": ..., "T6": ...}, as QuantTensor.int() gives them.
 
-        Raises ValueError, as the monitor's probe pass does, when a layer's output
-        is NaN or inf.
+        Same values and dtypes (int8 for signed, uint8 for unsigned codes of up
+        to 8 bits, int32 above). Fit for `InformationPlane(codes_fn=...)`.
+        Raises ValueError, as the monitor's probe pass does, when a layer's
+        output is NaN or inf.
         """
         outs, codes, _, _ = self._eval(x)
         for i, out in enumerate(outs, start=1):
-            if not torch.isfinite(out).all():
+            # A finite sum implies finite elements; only a non-finite sum needs the full check.
+            if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():
                 raise ValueError(
                     f"layer 'T{i}': NaN or inf reached this quantized layer; the model has diverged "
                     "(check the learning rate and the inputs)"
                 )
-        return [c.to(torch.int64) for c in codes]
+        return {f"T{i}": c.to(self._code_dtype(i)) for i, c in enumerate(codes, start=1)}
+
+    def _code_dtype(self, layer: int) -> torch.dtype:
+        if self.model.bits > 8:
+            return torch.int32
+        signed = not self.relu and layer < self.model.n_layers  # tanh layers; softmax output is unsigned
+        return torch.int8 if signed else torch.uint8
 
     def train_step(self, x: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
         """One Brevitas training forward/backward; sets .grad, returns the loss."""
@@ -313,7 +323,7 @@ def check_against_brevitas(model: SynMLP, x: Tensor, y: Tensor, batch: int = 256
     codes = {}
     hooks = [
         getattr(ref, f"T{i}").act_quant.register_forward_hook(
-            lambda _m, _a, out, i=i: codes.__setitem__(i, out.int().to(torch.int64))
+            lambda _m, _a, out, i=i: codes.__setitem__(i, out.int())
         )
         for i in range(1, ref.n_layers + 1)
     ]
@@ -324,7 +334,8 @@ def check_against_brevitas(model: SynMLP, x: Tensor, y: Tensor, batch: int = 256
         hk.remove()
     if not torch.equal(probs, fast.forward(x)):
         problems.append("eval outputs")
-    if not all(torch.equal(codes[i], c) for i, c in enumerate(fast.codes(x), start=1)):
+    fast_codes = fast.codes(x)
+    if not all(codes[i].dtype == c.dtype and torch.equal(codes[i], c) for i, c in enumerate(fast_codes.values(), 1)):
         problems.append("integer codes")
     ref.train()
     for start in (0, batch):

@@ -70,38 +70,49 @@ def _byte_rows(rows: np.ndarray) -> np.ndarray:
     return rows.view(np.uint8).reshape(n, -1)
 
 
-def _group(sorted_keys: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse ids and counts from keys sorted by `order` (equal key = same group)."""
+def _narrow_keys(rows: np.ndarray) -> np.ndarray:
+    """(N, b) uint8 rows with b <= 8 -> (N,) uint64: each row's bytes as one integer (a bijection)."""
+    n, nbytes = rows.shape
+    keys = np.zeros(n, dtype=np.uint64)
+    keys.view(np.uint8).reshape(n, 8)[:, :nbytes] = rows
+    return keys
+
+
+def _run_lengths(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(new, counts) of a sorted array: `new[i]` marks the first element of each run of equal keys."""
     n = sorted_keys.shape[0]
     new = np.empty(n, dtype=bool)
     new[0] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
-    ids_sorted = np.cumsum(new) - 1
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = ids_sorted
-    starts = np.flatnonzero(new)
-    counts = np.diff(np.append(starts, n))
+    bounds = np.flatnonzero(np.append(new, True))  # run starts, then n
+    return new, bounds[1:] - bounds[:-1]
+
+
+def _group(sorted_keys: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse ids and counts from keys sorted by `order` (equal key = same group)."""
+    new, counts = _run_lengths(sorted_keys)
+    inverse = np.empty(sorted_keys.shape[0], dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
     return inverse, counts
 
 
 def unique_rows(codes: Any, *, _keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact grouping of equal rows: (inverse, counts).
 
-    `inverse[i]` is the group id of row i (ids 0..K-1, K distinct rows) and
-    `counts[k]` the number of rows in group k. Rows of at most 8 bytes are
-    grouped by their bytes directly. Wider rows are grouped by a 64-bit
-    multilinear fingerprint and every row is then compared byte for byte with
-    the first row of its group; if a fingerprint collision is found, the
-    function falls back to sorting the raw bytes. The result is therefore
-    exact whatever the fingerprint does; the fingerprint only makes it fast.
+    `inverse[i]` is the group id of row i (ids 0..K-1, K distinct rows, in the
+    order of their sort keys) and `counts[k]` the number of rows in group k.
+    Rows of at most 8 bytes are grouped by their bytes directly. Wider rows
+    are grouped by a 64-bit multilinear fingerprint and every row is then
+    compared byte for byte with one row of its group; if a fingerprint
+    collision is found, the function falls back to sorting the raw bytes. The
+    result is therefore exact whatever the fingerprint does; the fingerprint
+    only makes it fast.
     """
     rows = _byte_rows(as_code_rows(codes))
     n, nbytes = rows.shape
     if nbytes <= 8:
-        padded = np.zeros((n, 8), dtype=np.uint8)
-        padded[:, :nbytes] = rows
-        keys = padded.view(np.uint64).ravel()
-        order = np.argsort(keys, kind="stable")
+        keys = _narrow_keys(rows)
+        order = np.argsort(keys)
         return _group(keys[order], order)
 
     words = -(-nbytes // 8)
@@ -114,10 +125,10 @@ def unique_rows(codes: Any, *, _keys: np.ndarray | None = None) -> tuple[np.ndar
     if keys_src.shape[0] < words:
         keys_src = np.resize(keys_src, words)
     fingerprint = w64 @ keys_src[:words]
-    order = np.argsort(fingerprint, kind="stable")
+    order = np.argsort(fingerprint)
     inverse, counts = _group(fingerprint[order], order)
 
-    # Verify: every row equals the first row of its group, byte for byte.
+    # Verify: every row equals the first sorted row of its group, byte for byte.
     starts = np.cumsum(counts) - counts
     first_of_group = order[starts]
     members = np.flatnonzero(first_of_group[inverse] != np.arange(n))
@@ -130,12 +141,46 @@ def unique_rows(codes: Any, *, _keys: np.ndarray | None = None) -> tuple[np.ndar
     return inverse, counts
 
 
+def _pair_counts(ids_a: np.ndarray, k_a: int, ids_b: np.ndarray, k_b: int) -> np.ndarray:
+    """Counts of the distinct pairs (a, b) of group ids (a < k_a, b < k_b)."""
+    joint = ids_a * k_b + ids_b
+    if k_a * k_b <= 4 * joint.shape[0] + 1024:  # a dense table is cheaper than a sort
+        counts = np.bincount(joint)
+        return counts[counts > 0]
+    return np.unique(joint, return_counts=True)[1]
+
+
+def _plane_counts(rows: np.ndarray, y_ids: np.ndarray, k_y: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of the distinct rows T and of the distinct pairs (T, Y), from (N, b) byte rows.
+
+    When a row and its label id fit one 64-bit key, one sort of (row, label)
+    keys gives both: runs of equal keys are the (T, Y) groups, runs of equal
+    keys without the label bits the T groups.
+    """
+    label_bits = (k_y - 1).bit_length()
+    if 8 * rows.shape[1] + label_bits <= 64:
+        shift = np.uint64(label_bits)
+        joint = (_narrow_keys(rows) << shift) | y_ids.astype(np.uint64)
+        joint.sort()
+        return _run_lengths(joint >> shift)[1], _run_lengths(joint)[1]
+    t_ids, t_counts = unique_rows(rows)
+    return t_counts, _pair_counts(t_ids, t_counts.shape[0], y_ids, k_y)
+
+
 def entropy_from_counts(counts: np.ndarray) -> float:
-    """Shannon entropy in bits of the distribution given by positive counts."""
-    counts = np.asarray(counts, dtype=np.float64)
-    n = counts.sum()
-    # Every term p * log2(1/p) is >= 0, so a single-code layer gives exactly 0.
-    return float(np.dot(counts / n, np.log2(n / counts)))
+    """Shannon entropy in bits of the distribution given by positive counts.
+
+    H = log2 n - sum_k c_k log2 c_k / n: codes seen once add nothing to the
+    sum, so a probe set whose codes are mostly distinct costs little. The
+    result lies in [0, log2 n] exactly (a single code gives 0).
+    """
+    counts = np.asarray(counts)
+    if counts.shape[0] <= 1:
+        return 0.0
+    n = float(counts.sum())
+    repeated = counts[counts > 1].astype(np.float64)
+    h = np.log2(n) - float(np.dot(repeated, np.log2(repeated))) / n
+    return float(min(max(h, 0.0), np.log2(n)))
 
 
 def _check_same_n(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> None:
@@ -144,10 +189,6 @@ def _check_same_n(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> Non
             f"{b_name} have {b.shape[0]} rows but {a_name} have {a.shape[0]}: "
             f"pass exactly one {b_name[:-1] if b_name.endswith('s') else b_name} per sample, in the same order."
         )
-
-
-def _joint_ids(ids_a: np.ndarray, ids_b: np.ndarray) -> np.ndarray:
-    return ids_a * (int(ids_b.max()) + 1) + ids_b
 
 
 def entropy(codes: Any) -> float:
@@ -159,8 +200,8 @@ def joint_entropy(a: Any, b: Any) -> float:
     """H(A, B) in bits: entropy of the rows of `a` and `b` side by side."""
     ra, rb = as_code_rows(a, "a"), as_code_rows(b, "b")
     _check_same_n(ra, rb, "a", "b")
-    joint = _joint_ids(unique_rows(ra)[0], unique_rows(rb)[0])
-    return entropy_from_counts(np.unique(joint, return_counts=True)[1])
+    (ids_a, counts_a), (ids_b, counts_b) = unique_rows(ra), unique_rows(rb)
+    return entropy_from_counts(_pair_counts(ids_a, counts_a.shape[0], ids_b, counts_b.shape[0]))
 
 
 def conditional_entropy(codes: Any, labels: Any) -> float:
@@ -183,9 +224,8 @@ def information_plane_point(
     rows = as_code_rows(codes, "codes")
     lab = as_code_rows(labels, "labels")
     _check_same_n(rows, lab, "codes", "labels")
-    t_ids, t_counts = unique_rows(rows)
     y_ids, y_counts = unique_rows(lab) if label_groups is None else label_groups
-    ty_counts = np.unique(_joint_ids(t_ids, y_ids), return_counts=True)[1]
+    t_counts, ty_counts = _plane_counts(_byte_rows(rows), y_ids, y_counts.shape[0])
     h_t = entropy_from_counts(t_counts)
     h_y = entropy_from_counts(y_counts)
     i_ty = h_t + h_y - entropy_from_counts(ty_counts)

@@ -143,7 +143,6 @@ def build_run(config: dict) -> Run:
     model = syn_mlp(config["activation"], config["bits"])
     # foreach: the same kernels as the default per-tensor loop (bit-identical), fewer calls
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], foreach=True)
-    plane = InformationPlane(model, xt, yt, batch_size=len(xt))
     shuffle = torch.Generator().manual_seed(seed)
     engine = config.get("engine", "fast")
     if engine not in ("fast", "brevitas"):
@@ -155,6 +154,8 @@ def build_run(config: dict) -> Run:
             fast = SynFastPath(model)
         except RuntimeError as e:  # e.g. another torch/Brevitas: stay exact, train through Brevitas
             warnings.warn(f"{e}. Training through the Brevitas modules instead (same results, slower).")
+    # The fast path's codes are the monitor's too, checked by it against its hooked Brevitas pass.
+    plane = InformationPlane(model, xt, yt, batch_size=len(xt), codes_fn=None if fast is None else fast.codes)
     return Run(config, model, optimizer, xt[train_idx], yt[train_idx], xt[test_idx], yt[test_idx], plane, shuffle,
                fast=fast)
 
@@ -308,10 +309,12 @@ def run(args: argparse.Namespace) -> int:
         for k, v in metrics.items():
             split, name = k.split("_", 1)
             writer.add_scalar(f"{name}/{split}", v, epoch)
-        run_.plane.measure(epoch, step=epoch * _steps_per_epoch(run_))
+        # Counting and the sinks run beside the next epochs; the codes are taken now.
+        run_.plane.measure_async(epoch, step=epoch * _steps_per_epoch(run_))
         if epoch == epochs or time.monotonic() - saved_at >= args.checkpoint_secs:
-            # Events up to here must be on disk before a checkpoint says they are
-            # (a resume purges TensorBoard after it); SummaryWriter flushes every 10 s anyway.
+            # Records and events up to here must be on disk before a checkpoint says they
+            # are (a resume purges TensorBoard after it); SummaryWriter flushes every 10 s anyway.
+            run_.plane.flush()
             writer.flush()
             save_checkpoint(run_, run_dir, epoch, tracker)
             saved_at = time.monotonic()
@@ -330,15 +333,21 @@ def run(args: argparse.Namespace) -> int:
             train_loss = train_epoch(run_)
             if epoch % every == 0 or epoch == epochs:
                 metrics = measure(epoch, train_loss)
-                top = run_.plane.history[-1]
-                bar.set_postfix(acc=f"{metrics['test_acc']:.3f}", i_xt=f"{top.i_xt:.2f}", i_ty=f"{top.i_ty:.3f}",
-                                refresh=False)
+                mi = {}
+                if run_.plane.history:  # the last counted measurement of the top layer
+                    top = run_.plane.history[-1]
+                    mi = dict(i_xt=f"{top.i_xt:.2f}", i_ty=f"{top.i_ty:.3f}")
+                bar.set_postfix(acc=f"{metrics['test_acc']:.3f}", **mi, refresh=False)
+        run_.plane.flush()
         final_events = tracker.finish()
         write_events(phases_path, tracker.events)  # idempotent when a finished run is resumed
         if final_events and trains:
             tb.write_phase_events([e.to_dict() for e in final_events], step=epochs)
     finally:
-        writer.close()
+        try:
+            run_.plane.flush()  # whatever was measured before a crash or Ctrl-C is recorded
+        finally:
+            writer.close()
 
     print(summary_table(read_records(mi_path)))
     print(format_verdicts(tracker.verdicts()))

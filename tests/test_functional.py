@@ -56,6 +56,21 @@ def test_entropy_and_mi_equal_brute_force(dtype, shape, n_prototypes):
     assert point.n_samples == 500
 
 
+@pytest.mark.parametrize("row_bytes", [1, 7, 8, 9])
+@pytest.mark.parametrize("n_labels", [1, 2, 300, 500])
+def test_plane_point_equals_brute_force_for_every_label_count(row_bytes, n_labels):
+    """Rows and label ids sharing one 64-bit sort key, or not; dense or sorted pair counts."""
+    rng = np.random.default_rng(row_bytes * 1000 + n_labels)
+    codes = random_codes(rng, 500, (row_bytes,), np.uint8, 300)
+    labels = rng.permutation(500) % n_labels
+    point = F.information_plane_point(codes, labels)
+    h_t, h_y, h_ty = brute_entropy(codes), brute_entropy(labels), brute_joint(codes, labels)
+    assert point.h_t == pytest.approx(h_t, abs=1e-12)
+    assert point.h_y == pytest.approx(h_y, abs=1e-12)
+    assert point.i_ty == pytest.approx(h_t + h_y - h_ty, abs=1e-12)
+    assert F.joint_entropy(codes, labels) == pytest.approx(h_ty, abs=1e-12)
+
+
 def test_matches_np_unique_on_wide_codes():
     rng = np.random.default_rng(3)
     codes = rng.integers(-128, 128, size=(2000, 1024), dtype=np.int8)

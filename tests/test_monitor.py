@@ -161,3 +161,130 @@ def test_measuring_after_load_state_dict_leaves_no_trace():
     train_epoch(resumed)
     a, b = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _syn_run(activation="tanh"):
+    run = build_run(dict(seed=2, test_fraction=0.2, activation=activation, bits=8, lr=1e-2, batch_size=256,
+                         engine="brevitas"))
+    for _ in range(2):  # away from the initial weights
+        train_epoch(run)
+    return run
+
+
+def _plane(run, **kwargs):
+    """A plane on the run's model and probe set, built with `kwargs` (e.g. codes_fn)."""
+    return InformationPlane(run.model, run.plane.inputs, run.plane.labels, batch_size=1000, **kwargs)
+
+
+def _values(records):
+    return [(r.layer, r.epoch, r.i_xt, r.i_ty, r.h_t, r.n_distinct, r.bit_width, r.width) for r in records]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_codes_fn_gives_the_records_of_the_hooked_pass(activation):
+    from ib_brevitas.fastpath import SynFastPath
+
+    run = _syn_run(activation)
+    hooked, fast = _plane(run), _plane(run, codes_fn=SynFastPath(run.model).codes, verify_every=3)
+    checks = []
+    for epoch in range(7):
+        calls = []
+        handle = run.model.register_forward_pre_hook(lambda *_: calls.append(1))
+        records = fast.measure(epoch)
+        handle.remove()
+        checks.append(len(calls) > 0)  # the model ran: a check against the hooked pass
+        assert _values(records) == _values(hooked.measure(epoch))
+        train_epoch(run)
+    assert checks == [True, False, False, True, False, False, True]
+    assert fast.codes_fn is not None
+
+
+def test_a_wrong_codes_fn_is_caught_and_dropped():
+    from ib_brevitas.fastpath import SynFastPath
+
+    run = _syn_run()
+    hooked, right = _plane(run), SynFastPath(run.model).codes
+
+    def off_by_one(x):
+        codes = right(x)
+        codes["T3"] = codes["T3"].clone()
+        codes["T3"][0, 0] += 1
+        return codes
+
+    plane = _plane(run, codes_fn=off_by_one)
+    with pytest.warns(RuntimeWarning, match=r"'T3' \(\d+ of 4096 samples\)"):
+        records = plane.measure(0)
+    assert _values(records) == _values(hooked.measure(0))
+    assert plane.codes_fn is None  # later measurements use the hooked pass
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda codes: {k: v for k, v in codes.items() if k != "T5"}, r"no codes for the layers \['T5'\]"),
+    (lambda codes: {k: v.float() for k, v in codes.items()}, "return integer codes"),
+])
+def test_codes_fn_with_missing_or_float_codes_is_dropped(bad, match):
+    from ib_brevitas.fastpath import SynFastPath
+
+    run = _syn_run()
+    fast = SynFastPath(run.model)
+    hooked, plane = _plane(run), _plane(run, codes_fn=lambda x: bad(fast.codes(x)))
+    with pytest.warns(RuntimeWarning, match=match):
+        assert _values(plane.measure(0)) == _values(hooked.measure(0))
+
+
+def test_codes_fn_arguments_are_checked():
+    x, y = torch.rand(10, 4), torch.randint(0, 2, (10,))
+    with pytest.raises(TypeError, match="codes_fn must be callable"):
+        InformationPlane(_Mixed(), x, y, codes_fn="T1")
+    with pytest.raises(ValueError, match="verify_every must be >= 1"):
+        InformationPlane(_Mixed(), x, y, verify_every=0)
+
+
+def test_measure_async_records_the_same_in_order():
+    run = _syn_run()
+    sync, background = _plane(run), _plane(run)
+    seen = []
+    background.add_sink(lambda records: seen.append(records[0].epoch))
+    futures = []
+    for epoch in range(6):
+        futures.append(background.measure_async(epoch))  # codes taken now, before training goes on
+        sync.measure(epoch)
+        train_epoch(run)
+    background.flush()
+    assert seen == list(range(6))
+    assert _values(background.history) == _values(sync.history)
+    assert _values(futures[2].result()) == _values(sync.history[12:18])
+
+
+def test_measure_async_failure_is_raised_and_leaves_no_gap():
+    plane = _plane(_syn_run())
+    written = []
+
+    def sink(records):
+        if records[0].epoch == 1:
+            raise OSError("disk full")
+        written.append(records[0].epoch)
+
+    plane.add_sink(sink)
+    plane.measure_async(0)
+    plane.measure_async(1)
+    with pytest.raises(OSError, match="disk full"):
+        plane.flush()
+    with pytest.raises(RuntimeError, match="failed earlier"):
+        plane.measure_async(2)
+        plane.flush()
+    assert written == [0]
+
+
+@pytest.mark.parametrize("engine", ["fast", "brevitas"])
+def test_training_is_bit_identical_with_and_without_measure_async(engine):
+    config = dict(seed=4, test_fraction=0.2, activation="relu", bits=8, lr=1e-3, batch_size=256, engine=engine)
+    watched, plain = build_run(config), build_run(config)
+    for epoch in range(4):
+        watched.plane.measure_async(epoch)
+        train_epoch(watched)
+        train_epoch(plain)
+    watched.plane.flush()
+    a, b = watched.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r.epoch for r in watched.plane.history] == [e for e in range(4) for _ in watched.plane.layer_names]
