@@ -47,6 +47,20 @@ def _counters(module: torch.nn.Module) -> list[tuple[str, int]]:
     return [(a, v) for a in _COUNTER_ATTRS if isinstance(v := module.__dict__.get(a), int)]
 
 
+def _module_tree(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every module once, as `model.modules()` lists them, without its per-module name strings."""
+    seen = {id(model)}
+    out = [model]
+    i = 0
+    while i < len(out):
+        for child in out[i]._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                out.append(child)
+        i += 1
+    return out
+
+
 @contextlib.contextmanager
 def observation(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Eval mode + no_grad for the duration; everything restored afterwards.
@@ -54,7 +68,7 @@ def observation(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     The module tree is walked afresh each time: `load_state_dict` can replace
     Brevitas submodules, so a list kept from an earlier pass may be stale.
     """
-    modules = list(model.modules())
+    modules = _module_tree(model)
     flags = [m.training for m in modules]
     buffers = [(b, b.detach().clone()) for m in modules for b in m._buffers.values() if b is not None]
     counters = [(m, a, v) for m in modules for a, v in _counters(m)]
