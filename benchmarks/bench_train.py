@@ -17,8 +17,10 @@
    `ib-brevitas train` ran before (model.train(), zero_grad, Brevitas forward,
    autograd backward, default Adam) against today's `train_epoch` (exact fast
    path), in this process; anchor 15 ms (TF, without its validation pass).
-3. Per measurement: capture (the hooked Brevitas probe pass over 4096 samples)
-   and MI (counting, records, no sinks); anchor 28 ms capture + 45 ms MI.
+3. Per measurement: capture (the probe pass over 4096 samples: the fast path's
+   codes, checked by the monitor against its hooked Brevitas pass on the first
+   and every 100th pass, which the median leaves out) and MI (packing,
+   counting, records, no sinks); anchor 28 ms capture + 45 ms MI.
 4. What each change gives, before against after in this process (tanh and
    ReLU, 8 bit): the training step, Adam, the batch gather, the accuracy
    pass, and the checkpoint written at every measurement.
@@ -138,15 +140,15 @@ def bench_measure(repeat: int) -> None:
     print(f"3. one measurement (6 layers, 4096 samples), median of {repeat} ({load()})")
     for activation, bits in CONFIGS[:2]:
         run = build_run(dict(seed=0, test_fraction=0.2, activation=activation, bits=bits, lr=1e-4, batch_size=256))
-        plane, collect, captures, totals = run.plane, run.plane.collect, [], []
+        plane, probe, captures, totals = run.plane, run.plane._probe, [], []
 
-        def timed_collect():  # the capture inside each measurement, timed on its own
+        def timed_probe():  # the capture inside each measurement, timed on its own
             t0 = time.perf_counter()
-            stores = collect()
+            pack = probe()
             captures.append(time.perf_counter() - t0)
-            return stores
+            return pack
 
-        plane.collect = timed_collect
+        plane._probe = timed_probe
         for _ in range(repeat + 1):
             t0 = time.perf_counter()
             plane.measure(0)
