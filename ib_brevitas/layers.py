@@ -11,7 +11,7 @@ points of their own: they re-quantize what the previous point already holds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from brevitas.proxy.runtime_quant import ActQuantProxyFromInjector
@@ -60,16 +60,7 @@ def find_quant_layers(
     if example_input is None or not found:
         return found
     order: list[str] = []
-    handles = [
-        quant_proxy(m).register_forward_hook(lambda *_, n=name: order.append(n))
-        for name, m in found.items()
-    ]
-    try:
-        with observation(model):
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_proxy_hooks(model, found, lambda name: lambda *_: order.append(name), [example_input])
     seen = list(dict.fromkeys(order))
     return {name: found[name] for name in seen}
 
@@ -106,3 +97,24 @@ def select_layers(
     if not chosen:
         raise ValueError("`layers` is empty: pass 'auto' or at least one layer name")
     return {name: chosen[name] for name in available if name in chosen}
+
+
+def forward_with_proxy_hooks(
+    model: torch.nn.Module,
+    modules: Mapping[str, torch.nn.Module],
+    hook_for: Callable[[str], Callable],
+    batches: Iterable[Any],
+) -> None:
+    """Run `model` on each batch with `hook_for(name)` on each module's integer proxy.
+
+    In eval mode under no_grad, leaving no trace (`state.observation`); the
+    hooks are removed whatever happens.
+    """
+    handles = [quant_proxy(m).register_forward_hook(hook_for(name)) for name, m in modules.items()]
+    try:
+        with observation(model):
+            for batch in batches:
+                model(batch)
+    finally:
+        for h in handles:
+            h.remove()

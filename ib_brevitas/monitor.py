@@ -29,9 +29,8 @@ from brevitas.quant_tensor import IntQuantTensor
 
 from ib_brevitas.codes import PackedCodes
 from ib_brevitas.functional import as_code_rows, information_plane_point, unique_rows
-from ib_brevitas.layers import quant_proxy, select_layers
+from ib_brevitas.layers import forward_with_proxy_hooks, select_layers
 from ib_brevitas.records import LayerMI, append_jsonl
-from ib_brevitas.state import observation
 
 Sink = Callable[[list[LayerMI]], None]
 CodesFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -227,16 +226,8 @@ class InformationPlane:
 
             return hook
 
-        handles = [
-            quant_proxy(m).register_forward_hook(hook_for(name)) for name, m in self._modules.items()
-        ]
-        try:
-            with observation(self.model):
-                for start in range(0, n, self.batch_size):
-                    self.model(self.inputs[start : start + self.batch_size].to(self.device))
-        finally:
-            for h in handles:
-                h.remove()
+        batches = (self.inputs[s : s + self.batch_size].to(self.device) for s in range(0, n, self.batch_size))
+        forward_with_proxy_hooks(self.model, self._modules, hook_for, batches)
         missing = [name for name in self.layer_names if name not in stores]
         if missing:
             raise ValueError(f"layers {missing} produced no codes during the probe pass")

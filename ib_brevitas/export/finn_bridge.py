@@ -154,8 +154,7 @@ def compare_integers(codes: np.ndarray, hw: np.ndarray) -> tuple[int, int]:
 
 def layer_shapes(model: torch.nn.Module, names: list[str], x1: torch.Tensor) -> dict[str, tuple]:
     """Per-sample output shape of each analysed layer (one dry forward, no trace left)."""
-    from ib_brevitas.layers import quant_proxy
-    from ib_brevitas.state import observation
+    from ib_brevitas.layers import forward_with_proxy_hooks
 
     modules = dict(model.named_modules())
     shapes: dict[str, tuple] = {}
@@ -166,13 +165,7 @@ def layer_shapes(model: torch.nn.Module, names: list[str], x1: torch.Tensor) -> 
 
         return hook
 
-    hooks = [quant_proxy(modules[name]).register_forward_hook(hook_for(name)) for name in names]
-    try:
-        with observation(model):
-            model(x1)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_proxy_hooks(model, {name: modules[name] for name in names}, hook_for, [x1])
     return shapes
 
 

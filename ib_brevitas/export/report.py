@@ -57,6 +57,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def _report_from_dict(cls, layer_cls, data: dict[str, Any]):
+    """A report from its `to_dict()` form: derived keys (properties) are dropped, rows rebuilt."""
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    kwargs["layers"] = [layer_cls(**row) for row in data.get("layers", [])]
+    return cls(**kwargs)
+
+
 @dataclass
 class LayerCheck:
     """One analysed layer: where it lives in the graph and whether its codes match.
@@ -126,10 +134,7 @@ class ExportReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExportReport":
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["layers"] = [LayerCheck(**row) for row in data.get("layers", [])]
-        return cls(**kwargs)
+        return _report_from_dict(cls, LayerCheck, data)
 
     def save(self, path: str | Path) -> Path:
         """Write the report as JSON (the format `ExportReport.load` reads)."""
@@ -219,10 +224,7 @@ class HardwareReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HardwareReport":
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["layers"] = [HardwareLayer(**row) for row in data.get("layers", [])]
-        return cls(**kwargs)
+        return _report_from_dict(cls, HardwareLayer, data)
 
     def table_rows(self) -> list[dict[str, Any]]:
         """The table as the TensorBoard plugin shows it: same keys in every row."""
