@@ -140,21 +140,16 @@ def bench_measure(repeat: int) -> None:
     print(f"3. one measurement (6 layers, 4096 samples), median of {repeat} ({load()})")
     for activation, bits in CONFIGS[:2]:
         run = build_run(dict(seed=0, test_fraction=0.2, activation=activation, bits=bits, lr=1e-4, batch_size=256))
-        plane, probe, captures, totals = run.plane, run.plane._probe, [], []
-
-        def timed_probe():  # the capture inside each measurement, timed on its own
+        plane, captures, counts = run.plane, [], []
+        for _ in range(repeat + 1):  # measure_async returns after the probe pass; flush waits for the counting
             t0 = time.perf_counter()
-            pack = probe()
-            captures.append(time.perf_counter() - t0)
-            return pack
-
-        plane._probe = timed_probe
-        for _ in range(repeat + 1):
-            t0 = time.perf_counter()
-            plane.measure(0)
-            totals.append(time.perf_counter() - t0)
+            plane.measure_async(0)
+            t1 = time.perf_counter()
+            plane.flush()
+            captures.append(t1 - t0)
+            counts.append(time.perf_counter() - t1)
         t_capture = statistics.median(captures[1:])
-        t_mi = statistics.median(t - c for t, c in zip(totals[1:], captures[1:]))
+        t_mi = statistics.median(counts[1:])
         t_measure = t_capture + t_mi
         print(f"   {activation:4} {bits} bit: capture {t_capture * 1e3:5.1f} ms (anchor {ANCHOR_CAPTURE_MS}), "
               f"MI {t_mi * 1e3:5.1f} ms (anchor {ANCHOR_MI_MS}), together "
