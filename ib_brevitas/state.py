@@ -48,7 +48,7 @@ def _counters(module: torch.nn.Module) -> list[tuple[str, int]]:
 
 
 def _module_tree(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every module once, as `model.modules()` lists them, without its per-module name strings."""
+    """The modules of `model.modules()`, each once (breadth-first), without building their name strings."""
     seen = {id(model)}
     out = [model]
     i = 0
