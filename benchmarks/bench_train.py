@@ -104,8 +104,8 @@ def _mmss(seconds: float) -> str:
 
 
 def bench_epoch(repeat_epochs: int) -> None:
-    from ib_brevitas.models import syn_loss
-    from ib_brevitas.train import build_run, train_epoch
+    from ib_brevitas.experiments.models import syn_loss
+    from ib_brevitas.experiments.train import build_run, train_epoch
 
     torch.set_num_threads(1)
     print(f"2. one training epoch (13 steps of 256), median of {repeat_epochs} epochs ({load()})")
@@ -135,7 +135,7 @@ def bench_epoch(repeat_epochs: int) -> None:
 
 
 def bench_measure(repeat: int) -> None:
-    from ib_brevitas.train import build_run
+    from ib_brevitas.experiments.train import build_run
 
     print(f"3. one measurement (6 layers, 4096 samples), median of {repeat} ({load()})")
     for activation, bits in CONFIGS[:2]:
@@ -159,10 +159,10 @@ def bench_measure(repeat: int) -> None:
 def bench_changes(repeat: int) -> None:
     import copy
 
-    from ib_brevitas import fastpath
-    from ib_brevitas.models import syn_loss
+    from ib_brevitas.experiments import fastpath
+    from ib_brevitas.experiments.models import syn_loss
     from ib_brevitas.state import observation
-    from ib_brevitas.train import build_run, evaluate, save_checkpoint
+    from ib_brevitas.experiments.train import build_run, evaluate, save_checkpoint
 
     torch.set_num_threads(1)
     print(f"4. each change, before -> after, median of {repeat} ({load()})")

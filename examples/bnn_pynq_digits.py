@@ -16,7 +16,7 @@ from brevitas_examples.bnn_pynq.models import model_with_cfg
 from torch.utils.tensorboard import SummaryWriter
 
 from ib_brevitas import InformationPlane
-from ib_brevitas.data import digits_as_mnist, load_mnist_idx, stratified_split
+from ib_brevitas.experiments.data import digits_as_mnist, load_mnist_idx, stratified_split
 
 
 def load(mnist_dir):

@@ -12,8 +12,8 @@ import argparse
 import torch
 
 from ib_brevitas import InformationPlane, JsonlSink
-from ib_brevitas.data import stratified_split, syn_dataset
-from ib_brevitas.models import syn_loss, syn_mlp
+from ib_brevitas.experiments.data import stratified_split, syn_dataset
+from ib_brevitas.experiments.models import syn_loss, syn_mlp
 
 
 def main() -> None:

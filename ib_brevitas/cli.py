@@ -13,7 +13,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "train": ("ib_brevitas.train", "train a paper network and measure exact MI as it trains"),
+    "train": ("ib_brevitas.experiments.train", "train a paper network and measure exact MI as it trains"),
     "plot": ("ib_brevitas.plots", "draw information-plane figures (PNG/PDF/SVG) from runs"),
     "phases": ("ib_brevitas.phase_report", "fitting/compression verdicts per layer across runs"),
     "export": ("ib_brevitas.export.cli", "export a run's model to QONNX/QCDQ and verify its integers"),

@@ -30,7 +30,8 @@ from brevitas.quant_tensor import IntQuantTensor
 from ib_brevitas.codes import PackedCodes
 from ib_brevitas.functional import as_code_rows, information_plane_point, unique_rows
 from ib_brevitas.layers import forward_with_proxy_hooks, select_layers
-from ib_brevitas.records import LayerMI, append_jsonl
+from ib_brevitas.files import append_jsonl
+from ib_brevitas.records import LayerMI
 
 Sink = Callable[[list[LayerMI]], None]
 CodesFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]

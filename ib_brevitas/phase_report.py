@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import sys
 import warnings
@@ -28,15 +29,17 @@ from ib_brevitas.phases import (
     PhaseVerdict,
     Thresholds,
     detect,
-    format_table,
     format_verdicts,
     running_median,
     make_thresholds,
 )
-from ib_brevitas.records import LayerMI, read_records
+from ib_brevitas.files import atomic_write, atomic_write_json
+from ib_brevitas.formatting import fmt, format_table
+from ib_brevitas.records import LayerMI
+from ib_brevitas.rundir import IDENTITY_KEYS, RunDir
 
 # config.json keys that must agree for runs to be "one configuration" (seed may differ)
-CONFIG_KEYS = ("dataset", "activation", "bits", "epochs", "mi_every", "lr", "batch_size", "test_fraction")
+CONFIG_KEYS = (*IDENTITY_KEYS, "epochs")
 INTERVAL = "Clopper-Pearson exact 95% interval over runs with a decided verdict"
 TEST = (
     "one-sided Wilcoxon signed-rank test (H1: I(X;T) falls) on each run's drop from the "
@@ -117,34 +120,11 @@ class PhaseSummary:
 # ---------------------------------------------------------------- one run
 
 
-def load_run(run_dir: str | Path) -> tuple[list[LayerMI], dict | None]:
-    """A run directory's records (from mi.jsonl) and its config.json (None if absent)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"run directory {run_dir} does not exist; pass directories written by `ib-brevitas train`")
-    mi = run_dir / "mi.jsonl"
-    if not mi.is_file():
-        raise ValueError(f"{run_dir} holds no mi.jsonl; is it a run directory of `ib-brevitas train`?")
-    try:
-        records = read_records(mi)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{mi}: cannot read the MI records ({e})") from None
-    if not records:
-        raise ValueError(f"{mi} holds no measurements yet")
-    config = None
-    cfg = run_dir / "config.json"
-    if cfg.is_file():
-        try:
-            config = json.loads(cfg.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg} is not valid JSON ({e.msg})") from None
-    return records, config
-
-
 def analyse_run(run_dir: str | Path, events: bool = True, **thresholds: float) -> RunPhases:
     """Verdicts (and, unless `events=False`, replayed tracker events) of one run."""
     th = make_thresholds(thresholds)
-    records, config = load_run(run_dir)
+    run = RunDir(run_dir).load()
+    records, config = run.records, run.config
     mi = Path(run_dir) / "mi.jsonl"
     by_layer: dict[str, list[LayerMI]] = {}
     for r in records:
@@ -291,10 +271,6 @@ def _warn_mixed_configs(runs: Sequence[RunPhases]) -> None:
 # ---------------------------------------------------------------- output
 
 
-def _f(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def format_summary_table(summary: PhaseSummary) -> str:
     head = ["layer", "runs", "fitting", "compression", "95% CI", "undecided",
             "median onset", "median drop", "signed drop", "p (Wilcoxon)"]
@@ -305,23 +281,24 @@ def format_summary_table(summary: PhaseSummary) -> str:
         rows.append([
             f"{s.label} {s.layer}" if s.label != s.layer else s.layer, str(s.n_runs),
             f"{s.n_fitting}/{s.n_runs}", comp, ci, str(s.n_undecided),
-            _f(s.median_onset_epoch, "g"), _f(s.median_drop_bits, ".3f"),
-            _f(s.median_signed_drop_bits, "+.3f"), _f(s.p_value, ".3g"),
+            fmt(s.median_onset_epoch, "g"), fmt(s.median_drop_bits, ".3f"),
+            fmt(s.median_signed_drop_bits, "+.3f"), fmt(s.p_value, ".3g"),
         ])
     return format_table(head, rows)
 
 
 def write_csv(summary: PhaseSummary, path: str | Path) -> None:
     fields = [f.name for f in dataclasses.fields(LayerSummary)]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for s in summary.layers:
-            w.writerow({k: ("" if v is None else v) for k, v in s.to_dict().items()})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for s in summary.layers:
+        w.writerow({k: ("" if v is None else v) for k, v in s.to_dict().items()})
+    atomic_write(path, buf.getvalue())
 
 
 def write_json(summary: PhaseSummary, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write_json(path, summary.to_dict())
 
 
 # ---------------------------------------------------------------- CLI

@@ -14,7 +14,6 @@ import this module).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import statistics
@@ -23,7 +22,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ib_brevitas.records import LayerMI, dataclass_from_dict, read_jsonl
+from ib_brevitas.files import read_jsonl, write_jsonl
+from ib_brevitas.formatting import fmt as _fmt, format_table
+from ib_brevitas.records import LayerMI, dataclass_from_dict
 
 PHASES_FILE = "phases.jsonl"  # the events' file, beside mi.jsonl in a run directory
 
@@ -644,13 +645,7 @@ def write_events(path: str | os.PathLike, events: Iterable[PhaseEvent]) -> None:
     On resume this makes the file exactly the replayed history, whatever a
     crash left in it; later events are appended with `append_jsonl`.
     """
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(e.to_dict(), allow_nan=False) + "\n" for e in events))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_jsonl(path, [e.to_dict() for e in events])
 
 
 def read_events(path: str | os.PathLike) -> list[PhaseEvent]:
@@ -660,14 +655,6 @@ def read_events(path: str | os.PathLike) -> list[PhaseEvent]:
         return [PhaseEvent.from_dict(r) for r in rows]
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a phase-event log ({e})") from None
-
-
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
 
 
 def format_verdicts(verdicts: Mapping[str, PhaseVerdict], markdown: bool = False) -> str:
@@ -683,15 +670,3 @@ def format_verdicts(verdicts: Mapping[str, PhaseVerdict], markdown: bool = False
             _fmt(v.drop_bits), _fmt(v.i_ty_change, "+.3f"),
         ])
     return format_table(head, rows, markdown)
-
-
-def format_table(head: list[str], rows: list[list[str]], markdown: bool = False) -> str:
-    """A small aligned text (or Markdown) table; cells are shown as given."""
-    if markdown:
-        esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)])

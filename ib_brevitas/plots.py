@@ -12,8 +12,6 @@ epoch with phase markers. Data comes from the run's `mi.jsonl` (and
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import math
 import sys
 from collections import defaultdict
@@ -21,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ib_brevitas.records import LayerMI, read_jsonl, read_records
+from ib_brevitas.records import LayerMI
+from ib_brevitas.rundir import RunDir
 
 FORMATS = (".png", ".pdf", ".svg")
 MARKERS = ("s", "^", "D", "o")  # per layer, cycling; the dashboard uses the same order
@@ -50,62 +49,6 @@ class Panel:
     log2_n: float | None
     h_y: float | None
     events: list[dict[str, Any]]
-
-
-def load_run(run_dir: str | Path) -> tuple[list[LayerMI], list[dict[str, Any]]]:
-    """A run's records and phase events: from mi.jsonl/phases.jsonl, else its event files."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"run directory {run_dir} does not exist")
-    mi = run_dir / "mi.jsonl"
-    if mi.exists():
-        records = read_records(mi)
-        phases = run_dir / "phases.jsonl"
-        events = read_jsonl(phases) if phases.exists() else []
-    else:
-        records, events = _from_event_files(run_dir)
-    if not records:
-        raise ValueError(
-            f"{run_dir} holds no measurements: no mi.jsonl and no information-plane data in its "
-            "TensorBoard event files (is it a run directory written by ib-brevitas?)"
-        )
-    return records, events
-
-
-def _from_event_files(run_dir: Path) -> tuple[list[LayerMI], list[dict[str, Any]]]:
-    """Decode the plugin's data from the run's event files, as the dashboard does."""
-    from tensorboard.backend.event_processing import event_file_loader
-    from tensorboard.util import tensor_util
-
-    from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, PHASES_TAG
-    from ib_brevitas.tensorboard.plugin import current_data
-
-    @dataclass
-    class Datum:
-        step: int
-        wall_time: float
-        numpy: Any
-
-    data: dict[str, list[Datum]] = defaultdict(list)
-    for path in sorted(glob.glob(str(run_dir / "events.out.tfevents.*"))):
-        for event in event_file_loader.LegacyEventFileLoader(path).Load():
-            for value in event.summary.value if event.HasField("summary") else ():
-                if value.tag.startswith(LAYER_TAG_PREFIX) or value.tag == PHASES_TAG:
-                    data[value.tag].append(Datum(event.step, event.wall_time, tensor_util.make_ndarray(value.tensor)))
-    layer_tags = [t for t in data if t.startswith(LAYER_TAG_PREFIX)]
-    current = current_data(data, layer_tags)  # drops what a resumed run re-wrote
-    records = [
-        LayerMI.from_dict(json.loads(d.numpy.item()))
-        for tag in layer_tags for d in current[tag]
-    ]
-    events, seen = [], set()
-    for d in current.get(PHASES_TAG, []):
-        for e in json.loads(d.numpy.item()):
-            key = json.dumps(e, sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                events.append(e)
-    return sorted(records, key=lambda r: (r.layer_index, r.epoch)), events
 
 
 def _series(records: list[LayerMI]) -> list[Series]:
@@ -153,7 +96,10 @@ def panels_for(run_dirs: Sequence[str | Path], mean: bool = False) -> list[Panel
 
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    loaded = [(Path(d), *load_run(d)) for d in run_dirs]
+    loaded = []
+    for d in run_dirs:
+        run = RunDir(d).load()
+        loaded.append((run.path, run.records, [e.to_dict() for e in run.events]))
     if not mean:
         return [Panel(d.name, _series(recs), *_bounds(recs), events) for d, recs, events in loaded]
     groups: dict[str, list[tuple[Path, list[LayerMI]]]] = defaultdict(list)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ib_brevitas import data
+from ib_brevitas.experiments import data
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAR_U = SHARED_DATA / "var_u.mat"

@@ -72,7 +72,7 @@ def test_compare_integers_finds_the_offset():
 
 
 def _seeded_syn(bits: int = 8, biases: bool = True, seed: int = 0):
-    from ib_brevitas.models import syn_mlp
+    from ib_brevitas.experiments.models import syn_mlp
 
     torch.manual_seed(seed)
     model = syn_mlp("relu", bits)
@@ -147,7 +147,7 @@ def test_finn_rounding_ties_are_caught_by_layer(tmp_path):
     """Untrained net with zero biases: many samples give equal logits, softmax exactly 0.5, a
     rounding tie. FINN's thresholds and Brevitas' division round it differently; the report must
     flag exactly those T6 values (two per tied sample) and nothing upstream."""
-    from ib_brevitas.data import syn_dataset
+    from ib_brevitas.experiments.data import syn_dataset
 
     model = _seeded_syn(biases=False).eval()
     x, y = syn_dataset()

@@ -10,8 +10,8 @@ import torch
 from brevitas.nn.quant_layer import QuantNonLinearActLayer
 from brevitas.quant_tensor import IntQuantTensor
 
-from ib_brevitas.data import syn_dataset
-from ib_brevitas.models import SYN_WIDTHS, syn_loss, syn_mlp
+from ib_brevitas.experiments.data import syn_dataset
+from ib_brevitas.experiments.models import SYN_WIDTHS, syn_loss, syn_mlp
 
 VARIANTS = [("tanh", 8), ("relu", 8), ("tanh", 4), ("relu", 4), ("tanh", 2)]
 

@@ -10,9 +10,9 @@ from brevitas.quant_tensor import IntQuantTensor
 from brevitas_examples.bnn_pynq.models import model_with_cfg
 
 from ib_brevitas import InformationPlane, find_quant_layers
-from ib_brevitas.data import digits_as_mnist
+from ib_brevitas.experiments.data import digits_as_mnist
 from ib_brevitas.functional import entropy_from_counts
-from ib_brevitas.train import build_run, train_epoch
+from ib_brevitas.experiments.train import build_run, train_epoch
 
 BNN_PYNQ = ["tfc_1w1a", "tfc_2w2a", "sfc_1w1a", "lfc_1w1a", "cnv_1w1a", "cnv_2w2a"]
 N = 37  # no weight tensor has a leading dimension of 37
@@ -182,7 +182,7 @@ def _values(records):
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_codes_fn_gives_the_records_of_the_hooked_pass(activation):
-    from ib_brevitas.fastpath import SynFastPath
+    from ib_brevitas.experiments.fastpath import SynFastPath
 
     run = _syn_run(activation)
     hooked, fast = _plane(run), _plane(run, codes_fn=SynFastPath(run.model).codes, verify_every=3)
@@ -200,7 +200,7 @@ def test_codes_fn_gives_the_records_of_the_hooked_pass(activation):
 
 
 def test_a_wrong_codes_fn_is_caught_and_dropped():
-    from ib_brevitas.fastpath import SynFastPath
+    from ib_brevitas.experiments.fastpath import SynFastPath
 
     run = _syn_run()
     hooked, right = _plane(run), SynFastPath(run.model).codes
@@ -223,7 +223,7 @@ def test_a_wrong_codes_fn_is_caught_and_dropped():
     (lambda codes: {k: v.float() for k, v in codes.items()}, "return integer codes"),
 ])
 def test_codes_fn_with_missing_or_float_codes_is_dropped(bad, match):
-    from ib_brevitas.fastpath import SynFastPath
+    from ib_brevitas.experiments.fastpath import SynFastPath
 
     run = _syn_run()
     fast = SynFastPath(run.model)

@@ -23,7 +23,8 @@ from ib_brevitas.phase_report import (
     summarize_runs,
 )
 from ib_brevitas.phases import detect
-from ib_brevitas.records import LayerMI, append_jsonl
+from ib_brevitas.files import append_jsonl
+from ib_brevitas.records import LayerMI
 
 EPOCHS = np.arange(80) * 5
 
@@ -186,7 +187,7 @@ def test_cli_errors_are_clear(tmp_path, capsys, six_runs):
     err = _cli_error([six_runs[0], tmp_path / "nope"], capsys)
     assert f"run directory {tmp_path / 'nope'} does not exist" in err
     (tmp_path / "empty").mkdir()
-    assert "holds no mi.jsonl" in _cli_error([tmp_path / "empty"], capsys)
+    assert "no mi.jsonl records" in _cli_error([tmp_path / "empty"], capsys)
     (tmp_path / "empty" / "mi.jsonl").write_text("")
     assert "holds no measurements" in _cli_error([tmp_path / "empty"], capsys)
     bad = tmp_path / "corrupt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -27,7 +28,8 @@ from ib_brevitas.phases import (
     running_median,
     write_events,
 )
-from ib_brevitas.records import LayerMI, append_jsonl
+from ib_brevitas.files import append_jsonl
+from ib_brevitas.records import LayerMI
 
 N = 200  # measurements per synthetic run (epochs 0, 5, ..., 995)
 EPOCHS = np.arange(N) * 5.0
@@ -453,8 +455,8 @@ def test_tracker_rejects_bad_records():
     tracker.update([rec])
     with pytest.raises(ValueError, match="layer 'T1': epoch 5 is not after"):
         tracker.update([rec])
-    bad = LayerMI(**{**rec.to_dict(), "epoch": 10, "i_xt": float("nan")})
-    good = LayerMI(**{**rec.to_dict(), "layer": "T2", "epoch": 10})
+    bad = dataclasses.replace(rec, epoch=10, i_xt=float("nan"))
+    good = dataclasses.replace(rec, layer="T2", epoch=10)
     with pytest.raises(ValueError, match="layer 'T1' at epoch 10: i_xt"):
         tracker.update([good, bad])
     assert tracker.layers == ["T1"]  # nothing of the rejected measurement was kept

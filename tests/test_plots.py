@@ -12,8 +12,11 @@ pytest.importorskip("matplotlib", reason="ib-brevitas plot needs the [plot] extr
 from matplotlib.collections import PathCollection  # noqa: E402
 
 from ib_brevitas import cli  # noqa: E402
-from ib_brevitas.plots import load_run, plot_runs  # noqa: E402
-from ib_brevitas.records import LayerMI, append_jsonl  # noqa: E402
+from ib_brevitas.phases import FITTING_ENDED, PhaseEvent  # noqa: E402
+from ib_brevitas.plots import plot_runs  # noqa: E402
+from ib_brevitas.rundir import RunDir  # noqa: E402
+from ib_brevitas.files import append_jsonl  # noqa: E402
+from ib_brevitas.records import LayerMI  # noqa: E402
 from ib_brevitas.tensorboard.summary import TensorBoardSink  # noqa: E402
 
 LAYERS = ["body.0.act", "body.2.act", "head.act"]
@@ -37,7 +40,7 @@ def runs(tmp_path):
         d.mkdir()
         append_jsonl(d / "mi.jsonl", [r.to_dict() for r in records(seed)])
         dirs.append(d)
-    append_jsonl(dirs[0] / "phases.jsonl", [{"layer": LAYERS[2], "epoch": 12, "kind": "compression_start",
+    append_jsonl(dirs[0] / "phases.jsonl", [{"layer": LAYERS[2], "epoch": 12, "kind": "compression_started",
                                               "i_xt": 4.0, "i_ty": 0.8, "detected_epoch": 18, "detail": {}}])
     return dirs
 
@@ -76,7 +79,7 @@ def test_plotted_data_equal_the_records(runs, tmp_path):
     assert labels == ["T1", "T2", "T3"]
     phase = [line for ax in fig.axes for line in ax.get_lines() if (line.get_gid() or "").startswith("phase:")]
     assert [(line.get_gid(), list(line.get_xdata()), list(line.get_ydata())) for line in phase] == [
-        (f"phase:{LAYERS[2]}:compression_start", [12], [4.0]), (f"phase:{LAYERS[2]}:compression_start", [12], [0.8])]
+        (f"phase:{LAYERS[2]}:compression_started", [12], [4.0]), (f"phase:{LAYERS[2]}:compression_started", [12], [0.8])]
 
 
 def test_mean_over_seeds(runs):
@@ -95,10 +98,11 @@ def test_event_files_when_there_is_no_mi_jsonl(tmp_path):
     with TensorBoardSink(log_dir=run) as sink:
         for e in range(3):
             sink.write([r for r in records(3, range(3)) if r.epoch == e])
-        sink.write_phase_events([{"layer": LAYERS[0], "epoch": 1, "kind": "fitting_end", "detail": ""}])
-    loaded, events = load_run(run)
-    assert sorted(loaded, key=lambda r: (r.epoch, r.layer_index)) == records(3, range(3))
-    assert [e["kind"] for e in events] == ["fitting_end"]
+        event = PhaseEvent(LAYERS[0], FITTING_ENDED, 1, 1.0, 0.5, 2)
+        sink.write_phase_events([event.to_dict()])
+    loaded = RunDir(run).load()
+    assert sorted(loaded.records, key=lambda r: (r.epoch, r.layer_index)) == records(3, range(3))
+    assert loaded.events == [event]
     assert drawn(plot_runs([run]))[0][0][LAYERS[1]][1] == [0, 1, 2]
 
 
@@ -117,4 +121,4 @@ def test_cli_errors_name_the_problem(runs, tmp_path, capsys):
     assert "missing does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert cli.main(["plot", str(tmp_path / "empty"), "-o", str(tmp_path / "f.png")]) == 2
-    assert "no mi.jsonl" in capsys.readouterr().err
+    assert "no mi.jsonl records" in capsys.readouterr().err

@@ -14,10 +14,10 @@ import warnings
 import pytest
 import torch
 
-from ib_brevitas import fastpath
-from ib_brevitas.data import syn_dataset
-from ib_brevitas.fastpath import SynFastPath, adam_step, check_against_brevitas
-from ib_brevitas.models import syn_loss, syn_mlp
+from ib_brevitas.experiments import fastpath
+from ib_brevitas.experiments.data import syn_dataset
+from ib_brevitas.experiments.fastpath import SynFastPath, adam_step, check_against_brevitas
+from ib_brevitas.experiments.models import syn_loss, syn_mlp
 from ib_brevitas.records import read_records
 
 VARIANTS = [("tanh", 8), ("relu", 8), ("tanh", 4), ("relu", 4)]
@@ -146,7 +146,7 @@ def test_a_wrong_fast_path_is_caught_and_training_falls_back(syn, monkeypatch):
     monkeypatch.setattr(fastpath, "_consts", off_by_one_ulp)
     with pytest.raises(RuntimeError, match="does not match Brevitas bit for bit"):
         check_against_brevitas(model, x, y)
-    from ib_brevitas.train import build_run
+    from ib_brevitas.experiments.train import build_run
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

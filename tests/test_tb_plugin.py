@@ -21,7 +21,8 @@ from tensorboard import default, program
 from torch.utils.tensorboard import SummaryWriter
 from werkzeug.test import Client
 
-from ib_brevitas.records import LayerMI, append_jsonl, read_records
+from ib_brevitas.files import append_jsonl
+from ib_brevitas.records import LayerMI, read_records
 from ib_brevitas.tensorboard import LAYER_TAG_PREFIX
 from ib_brevitas.tensorboard.plugin import InformationPlaneLoader, group_of
 from ib_brevitas.tensorboard.summary import TensorBoardSink, add_summary, plugin_summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -110,7 +111,7 @@ def test_hardware_table(tmp_path):
         (lambda s: s.write([1.5]), TypeError, "expected LayerMI records"),
         (lambda s: s.write(make_records(1) + make_records(1)[:1]), ValueError, "appear twice"),
         (lambda s: s.write(make_records(1), step=-1), ValueError, "non-negative integer"),
-        (lambda s: s.write([LayerMI(**{**make_records(1)[0].to_dict(), "i_xt": float("nan")})]), ValueError, "NaN"),
+        (lambda s: s.write([dataclasses.replace(make_records(1)[0], i_xt=float("nan"))]), ValueError, "NaN"),
         (lambda s: s.write_phase_events([{"layer": "a", "epoch": 1}]), ValueError, "lacks the keys"),
         (lambda s: s.write_phase_events([{"layer": "a", "epoch": -2, "kind": "k", "detail": ""}]), ValueError, "epoch"),
         (lambda s: s.write_hardware_table({"a": 1}, {}), TypeError, "rows must be a list"),

@@ -41,8 +41,8 @@ def load_run(run_dir: Path, checkpoint: Path | None = None):
     """(model, inputs, labels, epoch) of a training run, from config.json and a checkpoint."""
     import torch
 
-    from ib_brevitas.data import syn_dataset
-    from ib_brevitas.models import syn_mlp
+    from ib_brevitas.experiments.data import syn_dataset
+    from ib_brevitas.experiments.models import syn_mlp
 
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():

@@ -7,23 +7,22 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ib_brevitas.files import atomic_write
+from ib_brevitas.formatting import fmt, format_table
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
     if isinstance(value, bool):
         return "yes" if value else "NO"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.3g}"
-    return str(value)
+    if isinstance(value, float) and abs(value) >= 1e6:
+        return f"{value:.3g}"
+    return fmt(value, f".{digits}f")
 
 
 def _count(value: Any) -> Any:
@@ -32,29 +31,22 @@ def _count(value: Any) -> Any:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    cells = [header] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(header, [[_fmt(v) for v in row] for row in rows])
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return path
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+    return Path(path)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    return path
+    atomic_write(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    return Path(path)
 
 
 def _report_from_dict(cls, layer_cls, data: dict[str, Any]):

@@ -33,7 +33,7 @@ from typing import List, NamedTuple, Tuple
 import torch
 from torch import Tensor
 
-from ib_brevitas.models import SynMLP, syn_loss
+from ib_brevitas.experiments.models import SynMLP, syn_loss
 
 _SCALE_MIN = 1e-10  # Brevitas' scaling_min_val of the ReLU range (ScalarSignedClampMinSte)
 
@@ -240,7 +240,7 @@ class SynFastPath:
     def __init__(self, model: SynMLP):
         if type(model) is not SynMLP:
             raise TypeError(
-                f"the fast path reproduces ib_brevitas.models.SynMLP only, got {type(model).__name__}; "
+                f"the fast path reproduces ib_brevitas.experiments.models.SynMLP only, got {type(model).__name__}; "
                 "train other models with their own Brevitas forward"
             )
         self.model = model

@@ -39,13 +39,15 @@ import torch
 from tqdm import tqdm
 
 from ib_brevitas import __version__
-from ib_brevitas.data import stratified_split, syn_dataset
-from ib_brevitas.fastpath import SynFastPath, adam_step, check_against_brevitas
-from ib_brevitas.models import syn_loss, syn_mlp
+from ib_brevitas.experiments.data import stratified_split, syn_dataset
+from ib_brevitas.experiments.fastpath import SynFastPath, adam_step, check_against_brevitas
+from ib_brevitas.experiments.models import syn_loss, syn_mlp
 from ib_brevitas.monitor import InformationPlane, JsonlSink
 from ib_brevitas.phase_report import add_threshold_arguments, thresholds_from_args
-from ib_brevitas.phases import PhaseEvent, PhaseTracker, format_table, format_verdicts, write_events
-from ib_brevitas.records import LayerMI, append_jsonl, read_records, truncate_jsonl
+from ib_brevitas.formatting import format_table
+from ib_brevitas.phases import PhaseEvent, PhaseTracker, format_verdicts, write_events
+from ib_brevitas.files import append_jsonl, truncate_jsonl
+from ib_brevitas.records import LayerMI, read_records
 from ib_brevitas.state import counters_state, load_counters_state, observation
 
 PAPER = dict(lr=1e-4, batch_size=256, test_fraction=0.2, epochs=8000, mi_every=5)
