@@ -184,3 +184,100 @@ def test_stratified_split_multiclass_and_errors():
         data.stratified_split(y, test_fraction=1.0)
     with pytest.raises(ValueError, match="1-D"):
         data.stratified_split(y.reshape(10, 10))
+
+
+def _header(path: Path) -> tuple[int, tuple[int, ...]]:
+    """(magic, dims) read straight from an IDX file's first bytes, independently of the loader."""
+    import struct
+
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        magic, = struct.unpack(">I", f.read(4))
+        dims = struct.unpack(f">{magic & 0xFF}I", f.read(4 * (magic & 0xFF)))
+    return magic, dims
+
+
+def _check_against_headers(directory: Path, x: np.ndarray, y: np.ndarray, splits) -> None:
+    n = 0
+    for prefix in splits:
+        (img,) = directory.glob(f"{prefix}-images*")
+        (lab,) = directory.glob(f"{prefix}-labels*")
+        (im_magic, im_dims), (lab_magic, lab_dims) = _header(img), _header(lab)
+        assert (im_magic, lab_magic) == (0x803, 0x801)
+        assert im_dims[0] == lab_dims[0]
+        assert x.shape[1:] == tuple(im_dims[1:])
+        n += im_dims[0]
+    assert x.shape[0] == y.shape[0] == n
+    assert x.dtype == np.uint8 and y.dtype == np.int64
+    assert y.min() >= 0 and y.max() <= 9
+
+
+@pytest.mark.parametrize("present", [("train", "t10k"), ("t10k",), ("train",)])
+def test_load_idx_dir_reads_what_is_there_train_first(tmp_path, present):
+    rng = np.random.default_rng(1)
+    sets = {}
+    for prefix, n, suffix in (("train", 6, ".gz"), ("t10k", 4, "")):
+        if prefix in present:
+            sets[prefix] = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8))
+            _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", sets[prefix][0])
+            _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", sets[prefix][1])
+    x, y = data.load_idx_dir(tmp_path)
+    _check_against_headers(tmp_path, x, y, present)
+    np.testing.assert_array_equal(x, np.concatenate([sets[p][0] for p in present]))
+    np.testing.assert_array_equal(y, np.concatenate([sets[p][1] for p in present]))
+
+
+def test_load_idx_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no MNIST IDX images"):
+        data.load_idx_dir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        data.load_idx_dir(tmp_path / "nowhere")
+    _write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((2, 28, 28), dtype=np.uint8))
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(2, dtype=np.uint8))
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((2, 8, 8), dtype=np.uint8))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(2, dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"train images are \(28, 28\) but test images \(8, 8\)"):
+        data.load_idx_dir(tmp_path)
+
+
+@pytest.mark.skipif(not MNIST_TEST.is_dir(), reason=f"reference folder {MNIST_TEST} not present")
+def test_load_idx_dir_real_mnist_test_set_against_its_headers():
+    x, y = data.load_idx_dir(MNIST_TEST)
+    _check_against_headers(MNIST_TEST, x, y, ["t10k"])
+    assert x.shape == (10000, 28, 28)
+    np.testing.assert_array_equal(x, data.load_mnist_idx(MNIST_TEST)[0])
+
+
+@pytest.mark.skipif(not data.FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_full_size_against_its_headers():
+    x, y = data.fashion_mnist()
+    _check_against_headers(data.FASHION_MNIST_DIR, x, y, ["train", "t10k"])
+    assert x.shape == (70000, 28, 28)
+    assert np.bincount(y).tolist() == [7000] * 10  # Fashion-MNIST is balanced in both sets
+    inputs, labels = data.image_set("fashion-mnist")
+    assert inputs.shape == (70000, 784) and inputs.dtype == np.float32
+    np.testing.assert_array_equal(inputs[123], x[123].reshape(-1) / np.float32(255))
+    np.testing.assert_array_equal(labels, y)
+
+
+def test_fashion_mnist_missing_says_how_to_install(tmp_path):
+    for where in (tmp_path / "absent", tmp_path):
+        with pytest.raises(FileNotFoundError, match=r"install it with `sudo apt-get install dataset-fashion-mnist`"):
+            data.fashion_mnist(where)
+
+
+def test_image_set_and_inputs(tmp_path):
+    images = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([3, 9]))
+    x, y = data.image_set("mnist", tmp_path)
+    assert x.shape == (2, 784) and x.dtype == np.float32 and y.tolist() == [3, 9]
+    assert x.min() == 0.0 and x.max() == 1.0
+    np.testing.assert_allclose(x * 255, images.reshape(2, -1))
+    d, dy = data.image_set("digits")
+    assert d.shape == (1797, 784) and dy.shape == (1797,)
+    with pytest.raises(ValueError, match="--data-dir"):
+        data.image_set("mnist")
+    with pytest.raises(ValueError, match="unknown image set 'cifar'"):
+        data.image_set("cifar")
+    with pytest.raises(ValueError, match="uint8"):
+        data.image_inputs(images)

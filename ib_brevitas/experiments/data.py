@@ -3,7 +3,11 @@
 - `syn_dataset()` regenerates the SYN set of Shwartz-Ziv & Tishby (2017) bit for
   bit, so the paper's main experiment needs no downloaded file.
 - `load_var_u(path)` reads their published `var_u.mat` (or any file shaped like it).
-- `load_mnist_idx(directory)` reads MNIST IDX files the user already has.
+- `load_mnist_idx(directory)` reads MNIST IDX files the user already has;
+  `load_idx_dir(directory)` reads all of them (train + test when both are there).
+- `fashion_mnist()` reads Fashion-MNIST at full size (70,000 images) from
+  Debian's `dataset-fashion-mnist`; `image_set(name)` is the one entry point
+  for `--dataset mnist|fashion-mnist|digits`, as network inputs.
 - `digits_dataset()` / `digits_as_mnist()` give scikit-learn's embedded 8x8 digits,
   the latter resized to 28x28 for MNIST-shaped models such as bnn_pynq's TFC.
 - `stratified_split(y)` is the paper's 80/20 stratified train/test split.
@@ -157,6 +161,89 @@ def load_mnist_idx(directory: str | Path, split: str = "test") -> tuple[np.ndarr
             f"{labels.shape[0]} labels; use files of the same split"
         )
     return images.copy(), labels.astype(np.int64)
+
+
+def _present_splits(directory: Path) -> list[str]:
+    splits = []
+    for split in ("train", "test"):
+        try:
+            _find_idx(directory, _IDX_NAMES[split][0])
+        except FileNotFoundError:
+            continue
+        splits.append(split)
+    return splits
+
+
+def load_idx_dir(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """All MNIST-format IDX images in `directory`: train then test when both are there, else the one set.
+
+    gzip or plain files, either spelling (see `load_mnist_idx`). Returns images
+    (N, rows, cols) uint8 and labels (N,) int64; N = 70,000 for full MNIST or
+    Fashion-MNIST, 10,000 for a test set alone. Every count and shape comes from
+    the files' own headers and is checked against their contents.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a directory; pass the folder holding MNIST IDX files")
+    splits = _present_splits(directory)
+    if not splits:
+        raise FileNotFoundError(
+            f"{directory}: no MNIST IDX images (train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]); "
+            "point the data directory at the folder holding them"
+        )
+    parts = [load_mnist_idx(directory, split) for split in splits]
+    if len(parts) == 2 and parts[0][0].shape[1:] != parts[1][0].shape[1:]:
+        raise ValueError(
+            f"{directory}: train images are {parts[0][0].shape[1:]} but test images {parts[1][0].shape[1:]}; "
+            "the two sets must come from the same data set"
+        )
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_INSTALL = "sudo apt-get install dataset-fashion-mnist"
+
+
+def fashion_mnist(directory: str | Path = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST, train + test (70,000 x 28 x 28 uint8, labels int64 0..9), from Debian's package."""
+    directory = Path(directory)
+    if not directory.is_dir() or not _present_splits(directory):
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found in {directory}; install it with `{FASHION_MNIST_INSTALL}` (or `make fashion-mnist`)"
+        )
+    return load_idx_dir(directory)
+
+
+def image_inputs(images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, rows, cols) -> float32 network inputs (N, rows * cols) in [0, 1] (value / 255)."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"images must be uint8 (N, rows, cols), got {images.dtype} {images.shape}")
+    return (images.reshape(images.shape[0], -1) / np.float32(255)).astype(np.float32)
+
+
+IMAGE_SETS = ("mnist", "fashion-mnist", "digits")
+
+
+def image_set(name: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The 28x28 image set `name` as network inputs: x (N, 784) float32 in [0, 1], y (N,) int64.
+
+    "mnist": every IDX set in `data_dir` (`load_idx_dir`; required);
+    "fashion-mnist": `fashion_mnist(data_dir or FASHION_MNIST_DIR)`, 70,000 images;
+    "digits": `digits_as_mnist()` (1,797 images, offline).
+    """
+    if name == "mnist":
+        if data_dir is None:
+            raise ValueError("dataset 'mnist' needs a data directory holding its IDX files (--data-dir DIR)")
+        images, labels = load_idx_dir(data_dir)
+    elif name == "fashion-mnist":
+        images, labels = fashion_mnist(FASHION_MNIST_DIR if data_dir is None else data_dir)
+    elif name == "digits":
+        x, y = digits_as_mnist()
+        return x.reshape(x.shape[0], -1), y
+    else:
+        raise ValueError(f"unknown image set {name!r}; choose one of {', '.join(IMAGE_SETS)}")
+    return image_inputs(images), labels
 
 
 def digits_dataset() -> tuple[np.ndarray, np.ndarray]:
