@@ -319,7 +319,7 @@ def test_streaming_verdicts_equal_offline_at_every_prefix():
             got = tracker.verdicts()
             assert list(got) == list(layers)  # layer order
             for name, (_, e, x, y, _) in layers.items():
-                assert got[name] == detect(e[: k + 1], x[: k + 1], y[: k + 1])
+                assert got[name] == detect(e[: k + 1], x[: k + 1], y[: k + 1], n_samples=4096)
     assert tracker.verdicts()["block0.act"].compression is True
 
 
@@ -402,22 +402,31 @@ def test_recovery_retracts_and_finish_reconciles():
 
 
 def test_transient_then_rebound_then_compression():
-    """ReLU-like start: up, down by 3 bits, up again, then a slow fall (real relu seed 2, T5)."""
+    """ReLU-like start: up, down by 3 bits, up again, then a slow fall (real relu seed 2, T5).
+
+    The headline numbers come from the global peak (the transient's 6.4 bits);
+    both falls are listed as episodes, the first one recovered.
+    """
     e = np.arange(200) * 5
     x = np.r_[np.linspace(3, 6.4, 4), np.linspace(6.4, 3.5, 8), np.linspace(3.5, 5.8, 48), np.full(40, 5.8),
               np.linspace(5.8, 5.5, 100)]
     y = np.r_[np.linspace(0.0, 0.8, 100), np.full(100, 0.8)]
     v = detect(e, x, y)
     assert v.compression is True
-    assert v.rise_start_epoch == 55 and v.peak_i_xt == pytest.approx(5.8)  # not the transient's 6.4
-    assert v.onset_epoch == pytest.approx(500, abs=10) and v.drop_bits == pytest.approx(0.3, abs=0.01)
+    assert v.peak_i_xt == pytest.approx(6.4 - 2.9 / 7, abs=0.01) and v.peak_epoch == 15  # the median trims the top
+    assert v.onset_epoch == pytest.approx(20, abs=5) and v.drop_bits == pytest.approx(v.peak_i_xt - 5.5, abs=0.01)
+    first, second = v.episodes
+    assert first.recovered and first.start_epoch == v.onset_epoch and first.depth_bits > 2.4
+    assert not second.recovered and second.start_epoch == pytest.approx(500, abs=10)
+    assert second.depth_bits == pytest.approx(0.3, abs=0.01) and second.end_epoch == 995
     tracker = PhaseTracker()
     for rec in _records("T5", 4, e, x, y):
         tracker.update([rec])
     kinds = [ev.kind for ev in tracker.events if ev.kind != FITTING_ENDED]
-    assert kinds == [COMPRESSION_STARTED, COMPRESSION_CONFIRMED, COMPRESSION_RETRACTED,
-                     COMPRESSION_STARTED, COMPRESSION_CONFIRMED]
-    assert tracker.events[-1].epoch == pytest.approx(500, abs=25)
+    # I(X;T) never comes back to its global peak, so the compression found in the transient stands
+    assert kinds == [COMPRESSION_STARTED, COMPRESSION_CONFIRMED]
+    final = [ev for ev in tracker.finish() if ev.kind == COMPRESSION_CONFIRMED]
+    assert [ev.epoch for ev in final] == [v.onset_epoch] and not final[0].provisional
 
 
 def test_finish_makes_events_agree_with_final_verdicts():

@@ -1,0 +1,216 @@
+"""The offline detector: one layer's series -> `PhaseVerdict`.
+
+With exact MI a layer's series (epoch, I(X;T), I(T;Y)) has no estimator
+noise, only training noise, so the phases of the information bottleneck can be
+decided by rule instead of by eye. Definitions and the data behind the
+defaults: docs/phases.md. The streaming tracker decides with `decide` on the
+same smoothed series, so its verdicts are `detect`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ib_brevitas.phases.series import (
+    as_series,
+    epoch_value,
+    hinge_breakpoint,
+    largest_fall,
+    noise_sigma,
+    running_median,
+    saturated_mask,
+    smoothed_noise,
+)
+from ib_brevitas.phases.types import Episode, PhaseVerdict, Thresholds, make_thresholds
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A verdict plus the indices into the series that the tracker's events point at."""
+
+    verdict: PhaseVerdict
+    fit_end_index: int | None
+    onset_index: int | None
+
+
+def detect(
+    epochs: Sequence[float] | np.ndarray,
+    i_xt: Sequence[float] | np.ndarray,
+    i_ty: Sequence[float] | np.ndarray,
+    *,
+    layer: str | None = None,
+    n_samples: int | None = None,
+    **thresholds: float,
+) -> PhaseVerdict:
+    """Fitting and compression verdict of one layer's series (epochs strictly increasing).
+
+    `n_samples` (the probe set's size N, `LayerMI.n_samples`) lets the verdict
+    mark a layer saturated at log2 N; without it nothing is. `thresholds` are
+    the fields of `Thresholds`; `layer` only names the layer in error messages.
+    """
+    return analyse(epochs, i_xt, i_ty, make_thresholds(thresholds), layer, n_samples).verdict
+
+
+def analyse(epochs: Any, i_xt: Any, i_ty: Any, th: Thresholds, layer: str | None,
+            n_samples: int | None = None) -> Analysis:
+    """`detect` with checked input and the indices behind the verdict."""
+    where = f" of layer {layer!r}" if layer is not None else ""
+    e = as_series("epochs", epochs, layer)
+    x = as_series("i_xt", i_xt, layer)
+    y = as_series("i_ty", i_ty, layer)
+    if not (len(e) == len(x) == len(y)):
+        raise ValueError(
+            f"epochs, i_xt and i_ty{where} must have the same length, got {len(e)}, {len(x)}, {len(y)}"
+        )
+    if len(e) == 0:
+        raise ValueError(f"the series{where} is empty: give at least one measurement")
+    back = np.flatnonzero(np.diff(e) <= 0)
+    if back.size:
+        i = int(back[0]) + 1
+        raise ValueError(
+            f"epochs{where} must increase strictly, but epoch {e[i]:g} at position {i} follows "
+            f"{e[i - 1]:g}; sort the measurements and drop duplicates"
+        )
+    w = int(th.smooth)
+    return decide(e, x, y, running_median(x, w), running_median(y, w), th, log2_n(n_samples, layer))
+
+
+def log2_n(n_samples: Any, layer: str | None = None) -> float | None:
+    """log2 of the probe set's size, checked (None stays None: saturation unknown)."""
+    if n_samples is None:
+        return None
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        where = f" of layer {layer!r}" if layer is not None else ""
+        raise ValueError(f"n_samples{where} must be a positive integer (the probe set's size), got {n_samples!r}")
+    return float(np.log2(int(n_samples)))
+
+
+def zigzag(sx: list[float], thr: float) -> list[tuple[int, int, int, bool]]:
+    """Falls of at least `thr` from a local top: (rise start, top, trough, recovered) indices.
+
+    A fall begins when the series is `thr` below the highest point since the
+    last trough and ends at its lowest point once the series has risen `thr`
+    above it (hysteresis of one threshold both ways, so noise below the
+    threshold neither starts nor ends one). Tops are first maxima.
+    """
+    out, seg, hi, lo, down = [], 0, 0, 0, False
+    for i in range(1, len(sx)):
+        v = sx[i]
+        if not down:
+            if v > sx[hi]:
+                hi = i
+            elif v <= sx[hi] - thr:
+                down, lo = True, i
+        elif v < sx[lo]:
+            lo = i
+        elif v >= sx[lo] + thr:
+            out.append((seg, hi, lo, True))
+            seg, hi, down = lo, i, False
+    if down:
+        out.append((seg, hi, lo, False))
+    return out
+
+
+def _knee(e: np.ndarray, sx: np.ndarray, seg: int, top: int, trough: int, noise: float, th: Thresholds) -> int:
+    # the onset of a fall: the knee of a flat-then-falling fit from where I(X;T)
+    # reached its top (within the peak tolerance) to where the fall is half done
+    rise = float(sx[top] - sx[seg : top + 1].min())
+    eps = max(th.noise_k * noise, th.peak_tol_frac * rise)
+    reach = seg + int(np.argmax(sx[seg : top + 1] >= sx[top] - eps))
+    half = top + int(np.argmax(sx[top : trough + 1] <= sx[top] - 0.5 * (sx[top] - sx[trough])))
+    return reach + hinge_breakpoint(e[reach : half + 1], sx[reach : half + 1])
+
+
+def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.ndarray,
+           th: Thresholds, log2n: float | None = None) -> Analysis:
+    """The verdict from validated raw series and their running medians."""
+    n = len(e)
+    sig_x, sig_y = noise_sigma(x), noise_sigma(y)
+    sig_sx = smoothed_noise(sig_x, int(th.smooth))
+
+    # Saturation: I(X;T) at log2 N means every probe sample has its own code.
+    sat = saturated_mask(x, log2n, th.saturation_tol_bits) if log2n is not None else np.zeros(n, bool)
+    sat_frac = float(sat.mean())
+    saturated = bool(log2n is not None and sat_frac >= th.saturated_frac)
+
+    # Fitting: I(T;Y) rises from the start; it ends when most of the gain is made.
+    fit_gain = float(sy.max() - sy[0])
+    fitting: bool | None = bool(fit_gain >= max(th.min_gain_bits, th.noise_k * sig_y) and fit_gain > 0)
+    fit_end = int(np.argmax(sy >= sy[0] + th.fit_end_frac * fit_gain)) if fitting else None
+    if not fitting and (sat[0] or saturated):  # injective from the start: I(T;Y) = H(Y) cannot rise
+        fitting = None
+
+    # Compression: a sustained fall from the global peak of smoothed I(X;T).
+    thr = max(th.min_drop_bits, th.min_drop_rel * abs(float(sx.max())), th.noise_k * sig_x)
+    imax = int(np.argmax(sx))
+    peak, final = float(sx[imax]), float(sx[-1])
+    drop = peak - final
+    eps_peak = max(th.noise_k * sig_sx, th.peak_tol_frac * (peak - float(sx[: imax + 1].min())))
+    reach = int(np.argmax(sx[: imax + 1] >= peak - eps_peak))
+    falls = zigzag(sx.tolist(), thr)
+    knees = [_knee(e, sx, *f[:3], sig_sx, th) for f in falls]
+    episodes = tuple(
+        Episode(epoch_value(e[k]), epoch_value(e[lo]), float(sx[top]), float(sx[lo]),
+                float(sx[top] - sx[lo]), rec)
+        for k, (_, top, lo, rec) in zip(knees, falls)
+    )
+    head = next((i for i, f in enumerate(falls) if f[1] == imax), None)  # the fall from the global peak
+    onset = None
+    if drop >= thr and drop > 0:
+        onset = knees[head]
+        j = int(np.flatnonzero(sx > peak - thr)[-1]) + 1  # start of the final run of measurements down
+        ty_change, ty_fall = float(sy[-1] - sy[onset]), largest_fall(sy[onset:])
+        if n < th.min_after_peak:  # too few points to know the noise, let alone a trend
+            compression, reason = None, "too_few_measurements"
+        elif ty_fall > max(th.max_ty_drop_bits, th.noise_k * sig_y):
+            compression, reason = False, "i_ty_dropped"
+        elif n - j >= th.min_sustain:
+            compression, reason = True, "compressed"
+        else:
+            compression, reason = None, "tentative"
+    else:
+        ty_change, ty_fall = float(sy[-1] - sy[imax]), largest_fall(sy[imax:])
+        if saturated:
+            compression, reason = False, "saturated"
+        elif n - 1 - reach < th.min_after_peak:
+            compression, reason = None, "too_short_after_peak"
+        elif head is not None and falls[head][3]:
+            compression, reason = False, "recovered"
+        else:
+            compression, reason = False, "no_drop"
+
+    verdict = PhaseVerdict(
+        fitting=fitting,
+        compression=compression,
+        reason=reason,
+        saturated=saturated,
+        saturated_frac=sat_frac,
+        log2_n=log2n,
+        n_measurements=n,
+        first_epoch=epoch_value(e[0]),
+        last_epoch=epoch_value(e[-1]),
+        fit_end_epoch=None if fit_end is None else epoch_value(e[fit_end]),
+        fit_gain_bits=fit_gain,
+        fit_i_xt_change=None if fit_end is None else float(sx[fit_end] - sx[0]),
+        start_i_xt=float(sx[0]),
+        start_i_ty=float(sy[0]),
+        peak_i_ty=float(sy.max()),
+        final_i_ty=float(sy[-1]),
+        peak_epoch=epoch_value(e[imax]),
+        peak_reached_epoch=epoch_value(e[reach]),
+        peak_i_xt=peak,
+        final_i_xt=final,
+        drop_bits=float(drop),
+        drop_rel=float(drop / peak) if peak > 0 else 0.0,
+        threshold_bits=float(thr),
+        onset_epoch=None if onset is None else epoch_value(e[onset]),
+        episodes=episodes,
+        i_ty_change=ty_change,
+        i_ty_fall_bits=ty_fall,
+        noise_i_xt=sig_x,
+        noise_i_ty=sig_y,
+    )
+    return Analysis(verdict, fit_end, onset)
