@@ -1,0 +1,401 @@
+"""Seed-batched exact training of the paper's MLPs: S seeds of one configuration in one step.
+
+`SeedBatch(models, lr=..., batch_size=...)` takes S Brevitas `PaperMLP`s of one
+architecture, each initialised with its own seed, and stacks their weights
+((S, out, in)), biases, ReLU running maxima and Adam states. The models stay
+the home of the numbers: their parameters and running-max buffers become views
+of the stacks, so each model always holds its seed's current weights (the
+monitor's hooked Brevitas pass, `state_dict()` and export read them as usual).
+Each seed keeps its own data order (its own generator) and Adam state; all
+seeds of a batch step together (one step count, one Brevitas step counter).
+
+Exactness contract: each seed trains exactly as its own single-seed Brevitas
+run (`model.train()`, `syn_loss`, autograd, `torch.optim.Adam(foreach=True)`)
+bit for bit: loss, gradients, Adam update, codes, running maxima, counters.
+The kernels (`kernels.py`) only promise that if the platform's batched
+kernels equal the per-seed ones, so `start()` checks it on the actual weights
+(fresh or loaded) against Brevitas itself, and falls back to training each
+seed through its Brevitas modules (exact, slower) with a warning where it
+fails; `train_epoch` re-checks a rotating sample of seeds every
+`verify_every` epochs and raises `EngineMismatch` if the batch ever drifts.
+S = 1 is the plain single run (`fastpath.SynFastPath` is that case).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ib_brevitas.experiments import kernels
+from ib_brevitas.experiments.models import PaperMLP, syn_loss
+from ib_brevitas.state import counters_state, load_counters_state
+
+
+class EngineMismatch(RuntimeError):
+    """The batched kernels do not reproduce a seed's Brevitas run bit for bit on this platform."""
+
+
+def relu_stats(model: PaperMLP) -> list:
+    """The ReLU layers' Brevitas _RuntimeStats (running maximum, momentum, counter), looked up afresh."""
+    if model.activation != "relu":
+        return []
+    return [
+        getattr(model, f"T{i}").act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.runtime_stats
+        for i in range(1, model.n_layers)
+    ]
+
+
+def _linears(model: PaperMLP) -> list:
+    return [getattr(model, f"fc{i}") for i in range(1, model.n_layers + 1)]
+
+
+class _Stack:
+    """The numbers of S seeds: weights, biases, running maxima, Adam moments, step counts."""
+
+    def __init__(self, weights, biases, running, exp_avgs, exp_avg_sqs, step: int, counter: int):
+        self.weights, self.biases, self.running = weights, biases, running
+        self.exp_avgs, self.exp_avg_sqs = exp_avgs, exp_avg_sqs  # in model.parameters() order
+        self.step, self.counter = step, counter
+
+    @property
+    def params(self) -> list[Tensor]:
+        return [t for pair in zip(self.weights, self.biases) for t in pair]
+
+    def clone(self) -> "_Stack":
+        c = lambda ts: [t.clone() for t in ts]  # noqa: E731
+        return _Stack(c(self.weights), c(self.biases), c(self.running), c(self.exp_avgs), c(self.exp_avg_sqs),
+                      self.step, self.counter)
+
+
+def _code_dtype(bits: int, signed: bool) -> torch.dtype:
+    """QuantTensor.int()'s dtype: int8/uint8 up to 8 bits, int32 above."""
+    if bits > 8:
+        return torch.int32
+    return torch.int8 if signed else torch.uint8
+
+
+class SeedBatch:
+    """S seeds of one `PaperMLP` configuration, trained and measured together.
+
+    models: S Brevitas models of one architecture, activation and bit width
+        (each initialised, or loaded, by the caller); their parameters and
+        running-max buffers are rebound to views of the stacked tensors.
+    lr, betas, eps: torch.optim.Adam's (no weight decay); batch_size: the minibatch.
+    verify_every: epochs between two run-time re-checks of a sample of
+        `verify_seeds` seeds (rotating, so every seed is covered); 0: never.
+    """
+
+    def __init__(self, models: Sequence[PaperMLP], lr: float, batch_size: int = 256,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 verify_every: int = 200, verify_seeds: int = 5):
+        models = list(models)
+        if not models:
+            raise ValueError("SeedBatch needs at least one model")
+        for m in models:
+            if not isinstance(m, PaperMLP) or not m.quantized:
+                raise TypeError(f"SeedBatch trains quantized ib_brevitas.experiments.models.PaperMLP nets only, "
+                                f"got {type(m).__name__}; train other models with their own Brevitas forward")
+        key = lambda m: (m.widths, m.activation, m.bits)  # noqa: E731
+        if any(key(m) != key(models[0]) for m in models):
+            raise ValueError("all models of a SeedBatch must share widths, activation and bits; "
+                             f"got {sorted(set(map(key, models)))}")
+        if batch_size < 1 or verify_every < 0 or verify_seeds < 1:
+            raise ValueError("batch_size and verify_seeds must be >= 1, verify_every >= 0")
+        self.models = models
+        self.lr, self.betas, self.eps, self.batch_size = float(lr), tuple(map(float, betas)), float(eps), batch_size
+        self.verify_every, self.verify_seeds = verify_every, verify_seeds
+        m0 = models[0]
+        self.relu, self.bits, self.n_layers = m0.activation == "relu", m0.bits, m0.n_layers
+        self.consts = kernels.consts(self.bits, self.relu)
+        moms = {float(rs.momentum) for m in models for rs in relu_stats(m)}
+        if len(moms) > 1:
+            raise ValueError(f"the ReLU layers' running-max momenta differ ({sorted(moms)})")
+        self.momentum = moms.pop() if moms else 0.0
+        with torch.no_grad():
+            weights = [torch.stack([_linears(m)[i].weight.detach() for m in models]) for i in range(self.n_layers)]
+            biases = [torch.stack([_linears(m)[i].bias.detach() for m in models]) for i in range(self.n_layers)]
+            running = [torch.stack([relu_stats(m)[i].running_stats.detach() for m in models])
+                       for i in range(self.n_layers - 1)] if self.relu else []
+        params = [t for pair in zip(weights, biases) for t in pair]
+        self.stack = _Stack(weights, biases, running, [torch.zeros_like(p) for p in params],
+                            [torch.zeros_like(p) for p in params], 0, 0)
+        counters = {self._counter_of(m) for m in models}
+        if len(counters) > 1:
+            raise ValueError(f"the models' Brevitas step counters differ ({sorted(counters)}); "
+                             "batch seeds that stand at the same step")
+        self.stack.counter = counters.pop()
+        self._bind()
+        self.mode = "batched"  # or "brevitas": each seed through its Brevitas modules and torch Adam
+        self._optimizers: list[torch.optim.Adam] | None = None
+        self._epochs = 0  # epochs trained by this object (the re-check cadence)
+        self._next_check = 0  # first seed of the next re-check sample
+        self._codes_cache: tuple | None = None
+        self._seed_steps = [(0, self.stack.counter)] * self.n_seeds  # (Adam step, counter) per seed
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.models)
+
+    def _counter_of(self, model: PaperMLP) -> int:
+        return relu_stats(model)[0].counter if self.relu else 0
+
+    def _bind(self) -> None:
+        """Rebind each model's parameters and running maxima to views of the stacks."""
+        st = self.stack
+        for s, m in enumerate(self.models):
+            for fc, w, b in zip(_linears(m), st.weights, st.biases):
+                fc.weight = torch.nn.Parameter(w[s], requires_grad=True)
+                fc.bias = torch.nn.Parameter(b[s], requires_grad=True)
+            for rs, r in zip(relu_stats(m), st.running):
+                rs.running_stats = r[s]
+
+    def _sync_counters(self) -> None:
+        for m in self.models:
+            for rs in relu_stats(m):
+                rs.counter = self.stack.counter
+
+    # -- training --------------------------------------------------------------------
+
+    def train_step(self, x: Tensor, target: Tensor, stack: _Stack | None = None) -> tuple[Tensor, list[Tensor]]:
+        """One batched Brevitas step and Adam update of every seed; (losses (S,), gradients)."""
+        st = self.stack if stack is None else stack
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            loss, g_w, g_b = kernels.TRAIN_STEP(
+                x, target, st.weights, st.biases, self.relu, st.running, st.counter == 0, self.momentum,
+                self.consts, 1e-7)
+            grads = [t for pair in zip(g_w, g_b) for t in pair]
+            st.step += 1
+            st.counter += 1 if self.relu else 0
+            kernels.adam_update(st.params, grads, st.exp_avgs, st.exp_avg_sqs, st.step, self.lr, *self.betas,
+                                self.eps)
+        return loss, grads
+
+    def train_epoch(self, x: Tensor, y: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """One epoch of minibatch Adam for every seed; returns each seed's mean training loss (S,).
+
+        x (S, n, ...), y (S, n): each seed's training split; generators: each
+        seed's shuffle generator (one randperm(n) per epoch, as a single run).
+        Every `verify_every` epochs a sample of seeds is re-checked first.
+        """
+        x, y = self._check_data(x, y)
+        self._check_lockstep()
+        if len(generators) != self.n_seeds:
+            raise ValueError(f"need one shuffle generator per seed ({self.n_seeds}), got {len(generators)}")
+        if self.verify_every and self._epochs and self._epochs % self.verify_every == 0 and self.mode == "batched":
+            k = min(self.verify_seeds, self.n_seeds)
+            seeds = [(self._next_check + i) % self.n_seeds for i in range(k)]
+            self._next_check = (self._next_check + k) % self.n_seeds
+            self.verify(x, y, seeds=seeds)
+        self._epochs += 1
+        n = x.shape[1]
+        orders = [torch.randperm(n, generator=g) for g in generators]
+        self._codes_cache = None
+        if self.mode == "brevitas":
+            losses = self._brevitas_epoch(x, y, orders)
+            self._seed_steps = [(self.stack.step, self.stack.counter)] * self.n_seeds
+            return losses
+        idx = torch.stack(orders)
+        xs = torch.gather(x, 1, idx.view(self.n_seeds, n, 1).expand(-1, -1, x.shape[2]))
+        ys = torch.gather(y, 1, idx)
+        total = torch.zeros(self.n_seeds, dtype=torch.float64)
+        for start in range(0, n, self.batch_size):
+            xb, yb = xs[:, start : start + self.batch_size], ys[:, start : start + self.batch_size]
+            loss, _ = self.train_step(xb, yb)
+            total += loss.double() * xb.shape[1]
+        self._sync_counters()
+        self._seed_steps = [(self.stack.step, self.stack.counter)] * self.n_seeds
+        return total / n
+
+    def _brevitas_epoch(self, x: Tensor, y: Tensor, orders: list[Tensor]) -> Tensor:
+        """The exact per-seed path: each seed's Brevitas modules, autograd and torch Adam."""
+        totals = []
+        for m, opt, xs, ys, order in zip(self.models, self._optimizers, x, y, orders):
+            xs, ys = xs[order], ys[order]
+            m.train()
+            total = 0.0
+            for start in range(0, xs.shape[0], self.batch_size):
+                xb, yb = xs[start : start + self.batch_size], ys[start : start + self.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = syn_loss(m(xb), yb)
+                loss.backward()
+                opt.step()
+                total += loss.item() * xb.shape[0]
+            totals.append(total / xs.shape[0])
+        st = self.stack
+        st.step = int(self._optimizers[0].state[self.models[0].fc1.weight]["step"])
+        st.counter = self._counter_of(self.models[0])
+        return torch.tensor(totals, dtype=torch.float64)
+
+    def use_brevitas(self) -> None:
+        """Train each seed through its Brevitas modules from now on (exact, ~8x slower per seed)."""
+        if self.mode == "brevitas":
+            return
+        self._optimizers = [self._adam(s) for s in range(self.n_seeds)]
+        for s, opt in enumerate(self._optimizers):  # torch's Adam states, as views of the stacks
+            for i, p in enumerate(self.models[s].parameters()):
+                if self.stack.step:
+                    opt.state[p] = {"step": torch.tensor(float(self.stack.step)),
+                                    "exp_avg": self.stack.exp_avgs[i][s], "exp_avg_sq": self.stack.exp_avg_sqs[i][s]}
+        self._sync_counters()
+        self.mode = "brevitas"
+        self._codes_cache = None
+
+    def _adam(self, s: int) -> torch.optim.Adam:
+        return torch.optim.Adam(self.models[s].parameters(), lr=self.lr, betas=self.betas, eps=self.eps,
+                                foreach=True)
+
+    def _check_lockstep(self) -> None:
+        if len(set(self._seed_steps)) > 1:
+            raise ValueError("the seeds of one batch stand at different steps (Adam step, Brevitas counter): "
+                             f"{self._seed_steps}; batch only seeds resumed from the same epoch")
+
+    def _check_data(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() < 2 or x.shape[0] != self.n_seeds or y.shape != x.shape[:2]:
+            raise ValueError(f"training data must be (S={self.n_seeds}, n, ...) inputs and (S, n) labels, "
+                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
+        return x.float().reshape(self.n_seeds, x.shape[1], -1), y.long()
+
+    # -- evaluation and codes -----------------------------------------------------------
+
+    def _forward(self, xs: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Eval-mode outputs and codes of every seed on xs (S, N, inputs)."""
+        st = self.stack
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            outs, codes, _, _ = kernels.FORWARD(xs, st.weights, st.biases, self.relu, False, st.running, False, 0.0,
+                                                self.consts)
+        return outs, codes
+
+    def _shared(self, x: Tensor) -> Tensor:
+        """A probe batch (N, ...) shared by every seed, as (S, N, inputs) without a copy."""
+        return x.float().reshape(x.shape[0], -1).unsqueeze(0).expand(self.n_seeds, -1, -1)
+
+    def probs(self, x: Tensor) -> Tensor:
+        """Eval-mode probabilities (S, N, classes) of each seed's own inputs x (S, N, ...)."""
+        if x.dim() < 2 or x.shape[0] != self.n_seeds:
+            raise ValueError(f"probs takes each seed's inputs (S={self.n_seeds}, N, ...), got {tuple(x.shape)}")
+        return self._forward(x.float().reshape(self.n_seeds, x.shape[1], -1))[0][-1]
+
+    def evaluate(self, splits: dict[str, tuple[Tensor, Tensor]]) -> list[dict[str, float]]:
+        """Per seed {f"{split}_loss", f"{split}_acc"} for splits {name: (x (S, n, ...), y (S, n))}."""
+        out = [{} for _ in range(self.n_seeds)]
+        for split, (x, y) in splits.items():
+            x, y = self._check_data(x, y)
+            probs = self.probs(x)
+            for s in range(self.n_seeds):
+                out[s][f"{split}_loss"] = float(syn_loss(probs[s], y[s]))
+                out[s][f"{split}_acc"] = float((probs[s].argmax(dim=1) == y[s]).float().mean())
+        return out
+
+    def codes(self, x: Tensor) -> list[dict[str, Tensor]]:
+        """Eval-mode integer codes of every seed on the probe batch x (N, ...): {"T1": (N, width), ...}.
+
+        As QuantTensor.int() gives them (int8/uint8 up to 8 bits, int32 above).
+        """
+        outs, codes = self._forward(self._shared(x))
+        for i, out in enumerate(outs, start=1):
+            if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():
+                bad = [s for s in range(self.n_seeds) if not torch.isfinite(out[s]).all()]
+                raise ValueError(f"layer 'T{i}': NaN or inf reached this quantized layer in seed(s) {bad}; the "
+                                 "model has diverged (check the learning rate and the inputs)")
+        n = self.n_layers
+        dtypes = [_code_dtype(self.bits, not self.relu and i < n) for i in range(1, n + 1)]
+        return [{f"T{i}": c[s].to(d) for i, (c, d) in enumerate(zip(codes, dtypes), start=1)}
+                for s in range(self.n_seeds)]
+
+    def codes_fn(self, s: int) -> Callable[[Tensor], dict[str, Tensor]] | None:
+        """Seed `s`'s codes function for `InformationPlane(model, x, y, codes_fn=...)`.
+
+        One batched forward serves every seed: it is cached on the input and the
+        stacks' version counters (any in-place change of weights or maxima
+        invalidates it). None on the Brevitas fallback: the monitor's hooked pass.
+        """
+        if self.mode == "brevitas":
+            return None
+
+        def fn(x: Tensor) -> dict[str, Tensor]:
+            st = self.stack
+            key = tuple(t._version for t in st.weights + st.biases + st.running)
+            c = self._codes_cache
+            if c is None or c[0] != key or not (c[1] is x or (c[1].shape == x.shape and torch.equal(c[1], x))):
+                self._codes_cache = c = (key, x, self.codes(x))
+            return c[2][s]
+
+        return fn
+
+    # -- per-seed state --------------------------------------------------------------
+
+    def state(self, s: int) -> dict:
+        """Seed `s` as train.py checkpoints a single run: {"model", "counters", "optimizer"} (copies)."""
+        self._sync_counters() if self.mode == "batched" else None
+        m = self.models[s]
+        opt = self._optimizers[s] if self.mode == "brevitas" else self._adam(s)
+        if self.mode == "batched" and self.stack.step:
+            for i, p in enumerate(m.parameters()):
+                opt.state[p] = {"step": torch.tensor(float(self.stack.step)),
+                                "exp_avg": self.stack.exp_avgs[i][s], "exp_avg_sq": self.stack.exp_avg_sqs[i][s]}
+        clone = lambda v: v.clone() if isinstance(v, Tensor) else v  # noqa: E731
+        osd = opt.state_dict()
+        osd["state"] = {k: {n: clone(v) for n, v in d.items()} for k, d in osd["state"].items()}
+        return {"model": {k: v.clone() for k, v in m.state_dict().items()}, "counters": counters_state(m),
+                "optimizer": osd}
+
+    def load_state(self, s: int, state: dict) -> None:
+        """Load what `state(s)` (or a single run's checkpoint) holds into seed `s`."""
+        m = self.models[s]
+        m.load_state_dict(state["model"])  # copies into the views
+        self._bind()  # load_state_dict may replace Brevitas submodules
+        load_counters_state(m, state["counters"])
+        opt = self._adam(s)
+        opt.load_state_dict(state["optimizer"])
+        states = [opt.state.get(p) for p in m.parameters()]
+        steps = {int(d["step"]) if d else 0 for d in states}
+        if len(steps) > 1:
+            raise ValueError(f"seed slot {s}: the optimizer state holds different step counts {sorted(steps)}")
+        self._seed_steps[s] = (steps.pop(), self._counter_of(m))
+        self.stack.step, self.stack.counter = self._seed_steps[s]
+        with torch.no_grad():
+            for i, d in enumerate(states):
+                self.stack.exp_avgs[i][s].copy_(d["exp_avg"] if d else torch.zeros(()))
+                self.stack.exp_avg_sqs[i][s].copy_(d["exp_avg_sq"] if d else torch.zeros(()))
+        if self.mode == "brevitas":
+            self._optimizers[s] = opt
+
+    # -- the exactness check -------------------------------------------------------------
+
+    def start(self, x: Tensor, y: Tensor, probe: Tensor | None = None) -> bool:
+        """Check every seed against Brevitas on the current weights; fall back (with a warning) if any differs.
+
+        Call once before training (after loading states on resume). Returns
+        whether the batched kernels are in use.
+        """
+        try:
+            self.verify(x, y, probe=probe)
+            return True
+        except EngineMismatch as e:
+            warnings.warn(f"{e}. Training each seed through its Brevitas modules instead (same results, slower).",
+                          RuntimeWarning, stacklevel=2)
+            self.use_brevitas()
+            return False
+
+    def verify(self, x: Tensor, y: Tensor, probe: Tensor | None = None, seeds: Sequence[int] | None = None,
+               steps: int = 2) -> None:
+        """Raise EngineMismatch unless the batch equals each seed's Brevitas run bit for bit.
+
+        From copies of the current state (nothing is changed): the eval-mode
+        probabilities and codes on `probe` (default: the first seed's training
+        inputs), and `steps` training steps on each seed's first batches of
+        (x, y) - losses, gradients, Adam's update and moments, running maxima
+        and counters - for `seeds` (default all), each against a copy of its
+        Brevitas model trained by autograd and torch.optim.Adam(foreach=True).
+        """
+        from ib_brevitas.experiments.engine_check import compare
+
+        problems = compare(self, *self._check_data(x, y), probe, range(self.n_seeds) if seeds is None else seeds,
+                           steps)
+        if problems:
+            raise EngineMismatch(
+                f"the seed-batched training path (S = {self.n_seeds}) does not match Brevitas bit for bit with torch "
+                f"{torch.__version__} and Brevitas {__import__('brevitas').__version__}: " + "; ".join(problems))
