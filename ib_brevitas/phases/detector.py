@@ -88,27 +88,36 @@ def log2_n(n_samples: Any, layer: str | None = None) -> float | None:
     return float(np.log2(int(n_samples)))
 
 
-def zigzag(sx: list[float], thr: float) -> list[tuple[int, int, int, bool]]:
+def zigzag(sx: list[float], thr: float, sustain: int = 1) -> list[tuple[int, int, int, bool]]:
     """Falls of at least `thr` from a local top: (rise start, top, trough, recovered) indices.
 
     A fall begins when the series is `thr` below the highest point since the
     last trough and ends at its lowest point once the series has risen `thr`
     above it (hysteresis of one threshold both ways, so noise below the
-    threshold neither starts nor ends one). Tops are first maxima.
+    threshold neither starts nor ends one). A fall that recovers after fewer
+    than `sustain` points `thr` below its top is a dip, not an episode: it is
+    dropped and the top kept. The last fall may be open (not recovered).
+    Tops are first maxima.
     """
-    out, seg, hi, lo, down = [], 0, 0, 0, False
+    out, seg, hi, lo, down, below = [], 0, 0, 0, False, 0
     for i in range(1, len(sx)):
         v = sx[i]
         if not down:
             if v > sx[hi]:
                 hi = i
             elif v <= sx[hi] - thr:
-                down, lo = True, i
-        elif v < sx[lo]:
+                down, lo, below = True, i, 1
+            continue
+        below += v <= sx[hi] - thr
+        if v < sx[lo]:
             lo = i
         elif v >= sx[lo] + thr:
-            out.append((seg, hi, lo, True))
-            seg, hi, down = lo, i, False
+            down = False
+            if below >= sustain:
+                out.append((seg, hi, lo, True))
+                seg, hi = lo, i
+            elif v > sx[hi]:
+                hi = i
     if down:
         out.append((seg, hi, lo, False))
     return out
@@ -150,7 +159,7 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
     drop = peak - final
     eps_peak = max(th.noise_k * sig_sx, th.peak_tol_frac * (peak - float(sx[: imax + 1].min())))
     reach = int(np.argmax(sx[: imax + 1] >= peak - eps_peak))
-    falls = zigzag(sx.tolist(), thr)
+    falls = zigzag(sx.tolist(), thr, int(th.min_sustain))
     knees = [_knee(e, sx, *f[:3], sig_sx, th) for f in falls]
     episodes = tuple(
         Episode(epoch_value(e[k]), epoch_value(e[lo]), float(sx[top]), float(sx[lo]),

@@ -55,7 +55,7 @@ def format_verdicts(verdicts: Mapping[str, PhaseVerdict], markdown: bool = False
             "peak I(X;T)", "final I(X;T)", "drop", "episodes", "I(T;Y) change"]
     rows = []
     for name, v in verdicts.items():
-        fitting = "not observable (saturated)" if v.fitting is None else v.fitting_text
+        fitting = "not observable (at log2 N)" if v.fitting is None else v.fitting_text
         rows.append([
             name, saturation_text(v), fitting, fmt(v.fit_end_epoch), fmt(v.fit_gain_bits),
             compression_text(v), fmt(v.onset_epoch), fmt(v.peak_i_xt), fmt(v.final_i_xt),
