@@ -1,9 +1,10 @@
 """The information_plane plugin's routes, served by the real TensorBoard WSGI app.
 
-Event files are written by the real sink; TensorBoard is configured exactly as
-its command line does (plugins from the entry point, flags fixed by our
-loader), with the Python loader (--load_fast=false) and the Rust data server
-(--load_fast=true).
+Event files are written by the real sink (wire format 2), by a copy of the
+format-1 writer (old runs), and by hand (bad and future-version data);
+TensorBoard is configured exactly as its command line does (plugins from the
+entry point, flags fixed by our loader), with the Python loader
+(--load_fast=false) and the Rust data server (--load_fast=true).
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ import glob
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 
+import numpy as np
 import pytest
 from tensorboard import default, program
 from torch.utils.tensorboard import SummaryWriter
 from werkzeug.test import Client
 
 from ib_brevitas.files import append_jsonl
+from ib_brevitas.phases import COMPRESSION_STARTED, FITTING_ENDED, PhaseEvent
 from ib_brevitas.records import LayerMI, read_records
-from ib_brevitas.tensorboard import LAYER_TAG_PREFIX
+from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, MEASUREMENTS_TAG_PREFIX
+from ib_brevitas.tensorboard import wire
 from ib_brevitas.tensorboard.plugin import InformationPlaneLoader, group_of
+from ib_brevitas.tensorboard.reader import read_event_files
 from ib_brevitas.tensorboard.summary import TensorBoardSink, add_summary, plugin_summary
 
 ROUTE = "/data/plugin/information_plane/"
@@ -50,6 +57,43 @@ def write_run(run_dir, epochs, layers=LAYERS, **sink_kw) -> list[LayerMI]:
             append_jsonl(run_dir / "mi.jsonl", [r.to_dict() for r in recs])
             written += recs
     return written
+
+
+def write_v1_run(run_dir, epochs, layers=LAYERS) -> list[LayerMI]:
+    """A run as ib-brevitas wrote it before wire format 2: one JSON string per layer and measurement."""
+    written = []
+    with SummaryWriter(str(run_dir)) as w:
+        for e in epochs:
+            recs = records(e, layers)
+            for r in recs:
+                datum = {k: v for k, v in r.to_dict().items() if k not in ("v", "estimator", "saturated", "scale")}
+                meta = None if e != epochs[0] else {"version": 1, "kind": "layer", "layer": r.layer,
+                                                     "layer_index": r.layer_index, "layers": layers, "group": None}
+                add_summary(w, plugin_summary(LAYER_TAG_PREFIX + r.layer, json.dumps(dict(datum, label=r.label)), meta), e)
+            written += recs
+    return written
+
+
+def write_raw(run_dir, rows_per_step: dict, meta: dict) -> None:
+    """Measurement tensors written by hand (bad or future data)."""
+    with SummaryWriter(str(run_dir)) as w:
+        for i, (step, rows) in enumerate(rows_per_step.items()):
+            add_summary(w, plugin_summary(MEASUREMENTS_TAG_PREFIX + "raw", np.asarray(rows, dtype=np.float64),
+                                          meta if i == 0 else None), step)
+
+
+def records_of(body) -> list[dict]:
+    """The points route's columns back as LayerMI dicts."""
+    out = []
+    for s in body["series"]:
+        for i in range(s["n"]):
+            d = {f: s[f][i] for f in wire.FIELDS}
+            out.append(LayerMI(layer=s["layer"], estimator=s["estimator"], **d).to_dict())
+    return out
+
+
+def by_key(recs) -> list[dict]:
+    return sorted(recs, key=lambda d: (d["layer_index"], d["layer"], d["epoch"]))
 
 
 class _Capture(program.TensorBoardServer):
@@ -98,6 +142,10 @@ def get(client: Client, url: str, status: int = 200):
     return json.loads(response.data)
 
 
+def n_points(body) -> int:
+    return sum(s["n"] for s in body["series"])
+
+
 def wait_for(client: Client, url: str, ready, timeout: float = 30.0):
     """Poll a route until `ready(body)` (the Rust loader ingests in the background)."""
     deadline = time.monotonic() + timeout
@@ -111,16 +159,35 @@ def wait_for(client: Client, url: str, ready, timeout: float = 30.0):
         time.sleep(0.2)
 
 
+def phase(layer, epoch, kind, detected, **detail) -> PhaseEvent:
+    return PhaseEvent(layer=layer, kind=kind, epoch=epoch, i_xt=1.0 + epoch / 100, i_ty=0.5, detected_epoch=detected,
+                      detail=detail)
+
+
+POISON_META = {"version": 2, "kind": "measurements", "fields": list(wire.FIELDS), "layers": LAYERS[:2],
+               "estimators": ["exact", "exact"], "group": None}
+
+
+def poison_rows(epoch: int, bad: str | None) -> list[list[float]]:
+    rows = [[float(math.nan if getattr(r, f) is None else getattr(r, f)) for f in wire.FIELDS] for r in records(epoch)[:2]]
+    if bad:
+        rows[1][wire.FIELDS.index(bad)] = math.nan if bad != "n_distinct" else 2.5
+    return rows
+
+
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("logs")
     write_run(root / "syn-tanh-seed1", range(0, 40, 2), group="syn-tanh")
+    write_run(root / "syn-tanh-seed2", range(0, 30, 3), group="syn-tanh")
     with TensorBoardSink(log_dir=root / "syn-tanh-seed1") as sink:
         sink.write_phase_events([
-            {"layer": LAYERS[2], "epoch": 20, "kind": "compression_start", "detail": {"drop_bits": 0.25}, "detected_epoch": 30},
-            {"layer": LAYERS[0], "epoch": 10.0, "kind": "fitting_end", "detail": "", "detected_epoch": 30},
+            phase(LAYERS[2], 20, COMPRESSION_STARTED, 30, drop_bits=0.25),
+            phase(LAYERS[0], 10.0, FITTING_ENDED, 30),
         ])
         sink.write_hardware_table([{"layer": LAYERS[0], "i_xt": 1.25, "lut": 96}], {"lut": 96, "fps": 1.5e6}, step=38)
+    write_v1_run(root / "old-v1", range(0, 12, 3))
+    append_jsonl(root / "old-v1" / "mi.jsonl", [r.to_dict() for e in range(0, 12, 3) for r in records(e)])
     # A run with other TensorBoard data only.
     with SummaryWriter(str(root / "scalars-only")) as w:
         w.add_scalar("loss", 0.5, 1)
@@ -137,6 +204,11 @@ def logdir(tmp_path_factory):
     with SummaryWriter(str(root / "syn-tanh-seed1")) as w:
         meta = {"kind": "layer", "layer": "bogus", "layer_index": 9}
         add_summary(w, plugin_summary(LAYER_TAG_PREFIX + "bogus", "{not json", meta), 38)
+    # Poisoned: NaN in fields the old plugin did not check, and a fractional count.
+    write_raw(root / "poisoned", {0: poison_rows(0, None), 1: poison_rows(1, "h_y"), 2: poison_rows(2, "n_samples"),
+                                  3: poison_rows(3, "n_distinct"), 4: poison_rows(4, None)}, POISON_META)
+    # Written by a future ib-brevitas.
+    write_raw(root / "future", {0: poison_rows(0, None)}, dict(POISON_META, version=99))
     return root
 
 
@@ -144,27 +216,71 @@ def logdir(tmp_path_factory):
 def client(request, logdir):
     client, tb = tensorboard_client(logdir, *loader_flags(request.param))
     # Loaded completely: the last file of each run is in (the Rust loader works in the background).
-    wait_for(client, ROUTE + "points?run=syn-tanh-seed1", lambda b: len(b["points"]) == 60 and b["skipped"] == 1)
-    wait_for(client, ROUTE + "points?run=cut", lambda b: len(b["points"]) == 30)
+    wait_for(client, ROUTE + "points?run=syn-tanh-seed1", lambda b: n_points(b) == 60 and b["skipped"] == 1)
+    wait_for(client, ROUTE + "points?run=cut", lambda b: n_points(b) == 30)
+    wait_for(client, ROUTE + "points?run=future", lambda b: b["warnings"])
+    wait_for(client, ROUTE + "points?run=poisoned", lambda b: n_points(b) == 10 - 3)
     yield client
     stop(tb)
 
 
-def test_runs_lists_only_runs_with_plugin_data(client):
-    assert get(client, ROUTE + "runs") == ["cut", "syn-tanh-seed1"]
+RUNS = ["cut", "future", "old-v1", "poisoned", "syn-tanh-seed1", "syn-tanh-seed2"]
 
 
-def test_points_equal_mi_jsonl(client, logdir):
-    body = get(client, ROUTE + "points?run=syn-tanh-seed1")
-    expected = read_records(logdir / "syn-tanh-seed1" / "mi.jsonl")
-    got = [{k: p[k] for k in expected[0].to_dict()} for p in body["points"]]
-    key = lambda d: (d["layer_index"], d["epoch"])  # noqa: E731
-    assert sorted(got, key=key) == sorted((r.to_dict() for r in expected), key=key)
-    assert [p["layer"] for p in body["points"]] == sorted([r.layer for r in expected], key=LAYERS.index)
-    assert body["layers"] == LAYERS and body["labels"] == {n: f"T{i + 1}" for i, n in enumerate(LAYERS)}
-    assert body["bounds"] == {"log2_n": 10.0, "h_y": expected[0].h_y}
-    assert body["group"] == "syn-tanh"
-    assert body["skipped"] == 1  # the malformed datum, not a 500
+def test_runs_and_versions(client):
+    assert get(client, ROUTE + "runs") == RUNS
+    versions = get(client, ROUTE + "versions")
+    assert sorted(versions) == RUNS
+    assert versions["syn-tanh-seed1"]["group"] == "syn-tanh" and versions["old-v1"]["group"] == "old-v1"
+    assert all(len(v["version"]) == 16 for v in versions.values())
+
+
+@pytest.mark.parametrize("run", ["syn-tanh-seed1", "old-v1"])
+def test_points_equal_mi_jsonl(client, logdir, run):
+    """Wire format 2 and an old format-1 run: every field of every record, as in mi.jsonl."""
+    body = get(client, ROUTE + f"points?run={run}")
+    expected = [r.to_dict() for r in read_records(logdir / run / "mi.jsonl")]
+    assert by_key(records_of(body)) == by_key(expected)
+    assert [s["layer"] for s in body["series"]] == LAYERS
+    assert [s["label"] for s in body["series"]] == ["T1", "T2", "T3"]
+    assert body["bounds"] == {"log2_n": 10.0, "h_y": expected[0]["h_y"]}
+    assert body["group"] == ("syn-tanh" if run != "old-v1" else "old-v1")
+    assert body["skipped"] == (1 if run == "syn-tanh-seed1" else 0)  # the malformed datum, not a 500
+    assert body["warnings"] == []
+
+
+def test_wire_round_trip_through_the_reader(logdir):
+    """The third reader of the format: RunDir.load's fallback for runs without mi.jsonl."""
+    for run in ("syn-tanh-seed1", "old-v1"):
+        expected = [r.to_dict() for r in read_records(logdir / run / "mi.jsonl")]
+        if run == "syn-tanh-seed1":
+            with pytest.raises(ValueError, match="1 information-plane values are corrupt"):
+                read_event_files(sorted((logdir / run).glob("events.out.tfevents.*")))
+            continue
+        recs, events = read_event_files(sorted((logdir / run).glob("events.out.tfevents.*")))
+        assert by_key([r.to_dict() for r in recs]) == by_key(expected)
+    recs, events = read_event_files(sorted((logdir / "syn-tanh-seed2").glob("events.out.tfevents.*")))
+    assert by_key([r.to_dict() for r in recs]) == by_key([r.to_dict() for e in range(0, 30, 3) for r in records(e)])
+
+
+def test_future_version_is_refused_with_a_message(client, logdir):
+    body = get(client, ROUTE + "points?run=future")
+    assert body["series"] == [] and len(body["warnings"]) == 1
+    assert "wire format version 99, newer than this ib-brevitas reads (2); upgrade" in body["warnings"][0]
+    with pytest.raises(ValueError, match="version 99, newer"):
+        read_event_files(sorted((logdir / "future").glob("events.out.tfevents.*")))
+
+
+def test_poisoned_data_are_skipped_and_counted(client):
+    """NaN / fractional values in one layer: those values skipped and counted, the rest drawn, no 500."""
+    body = get(client, ROUTE + "points?run=poisoned")
+    assert body["skipped"] == 3
+    got = {s["layer"]: s["epoch"] for s in body["series"]}
+    assert got == {LAYERS[0]: [0, 1, 2, 3, 4], LAYERS[1]: [0, 4]}
+    for route in ("layers", "phases", "hardware", "points?fields=epoch,i_xt,i_ty&x=1"):
+        sep = "&" if "?" in route else "?"
+        get(client, ROUTE + f"{route}{sep}run=poisoned")  # 200 everywhere
+    assert n_points(get(client, ROUTE + "mean?run=poisoned&run=syn-tanh-seed2")) > 0
 
 
 def test_layers_phases_hardware(client):
@@ -174,10 +290,8 @@ def test_layers_phases_hardware(client):
     ]
     assert layers["has_phases"] and layers["has_hardware"] and layers["version"]
     phases = get(client, ROUTE + "phases?run=syn-tanh-seed1")
-    assert [(e["epoch"], e["layer"], e["kind"]) for e in phases["events"]] == [
-        (10.0, LAYERS[0], "fitting_end"), (20, LAYERS[2], "compression_start")
-    ]
-    assert phases["events"][1]["detail"] == {"drop_bits": 0.25}
+    assert [PhaseEvent.from_dict(e) for e in phases["events"]] == [
+        phase(LAYERS[0], 10.0, FITTING_ENDED, 30), phase(LAYERS[2], 20, COMPRESSION_STARTED, 30, drop_bits=0.25)]
     hardware = get(client, ROUTE + "hardware?run=syn-tanh-seed1")
     assert hardware["rows"] == [{"layer": LAYERS[0], "i_xt": 1.25, "lut": 96}]
     assert hardware["totals"] == {"lut": 96, "fps": 1.5e6}
@@ -185,13 +299,37 @@ def test_layers_phases_hardware(client):
     assert get(client, ROUTE + "phases?run=cut")["events"] == []
 
 
+def test_mean_route_equals_an_independent_mean(client, logdir):
+    """Seeds averaged per layer and epoch over the runs that measured it; s.d. with n - 1."""
+    body = get(client, ROUTE + "mean?run=syn-tanh-seed1&run=syn-tanh-seed2")
+    assert body["runs"] == ["syn-tanh-seed1", "syn-tanh-seed2"] and body["group"] == "syn-tanh"
+    cells = defaultdict(list)
+    for run in body["runs"]:
+        for r in read_records(logdir / run / "mi.jsonl"):
+            cells[(r.layer, r.epoch)].append(r)
+    for s in body["series"]:
+        assert s["epoch"] == sorted(e for (layer, e) in cells if layer == s["layer"])
+        for i, e in enumerate(s["epoch"]):
+            rs = cells[(s["layer"], e)]
+            assert s["n_runs"][i] == len(rs)
+            assert s["i_xt"][i] == pytest.approx(statistics.mean(r.i_xt for r in rs), abs=1e-12)
+            assert s["i_ty"][i] == pytest.approx(statistics.mean(r.i_ty for r in rs), abs=1e-12)
+            sd = statistics.stdev([r.i_xt for r in rs]) if len(rs) > 1 else 0.0
+            assert s["sd_xt"][i] == pytest.approx(sd, abs=1e-12)
+
+
+def test_fields_argument(client):
+    body = get(client, ROUTE + "points?run=syn-tanh-seed2&fields=i_xt,i_ty")
+    assert set(body["series"][0]) == {"layer", "label", "index", "estimator", "n", "epoch", "i_xt", "i_ty"}
+    assert "unknown fields ['bogus']" in get(client, ROUTE + "points?run=syn-tanh-seed2&fields=bogus", 400)["error"]
+
+
 def test_truncated_event_file_keeps_complete_records(client):
     body = get(client, ROUTE + "points?run=cut")
-    for name in LAYERS:
-        assert [p["epoch"] for p in body["points"] if p["layer"] == name] == list(range(10))
+    assert {s["layer"]: s["epoch"] for s in body["series"]} == {name: list(range(10)) for name in LAYERS}
 
 
-@pytest.mark.parametrize("route", ["points", "layers", "phases", "hardware"])
+@pytest.mark.parametrize("route", ["points", "layers", "phases", "hardware", "mean"])
 def test_errors_are_clean_json(client, route):
     assert "missing query argument run" in get(client, ROUTE + route, 400)["error"]
     assert "no information-plane data" in get(client, ROUTE + route + "?run=nope", 404)["error"]
@@ -201,10 +339,23 @@ def test_errors_are_clean_json(client, route):
 def test_frontend_is_served_and_tab_enabled(client):
     js = client.get(ROUTE + "index.js")
     assert js.status_code == 200 and "javascript" in js.headers["Content-Type"]
-    assert b"export async function render" in js.data
+    assert b"export { render }" in js.data
     listing = get(client, "/data/plugins_listing")["information_plane"]
     assert listing["enabled"] and listing["tab_name"] == "Information Plane"
     assert listing["loading_mechanism"] == {"type": "IFRAME", "module_path": ROUTE + "index.js"}
+    static = os.path.join(os.path.dirname(wire.__file__), "static")
+    for name in sorted(os.listdir(static)):
+        r = client.get(ROUTE + "static/" + name)
+        assert r.status_code == 200 and r.data == open(os.path.join(static, name), "rb").read()
+        assert r.headers["Content-Type"].startswith("text/css" if name.endswith(".css") else "text/javascript")
+
+
+@pytest.mark.parametrize("path", ["static/../plugin.py", "static/..%2fplugin.py", "static/%2e%2e/plugin.py",
+                                  "static/nope.js", "static/.hidden.js", "static/", "static/plugin.py",
+                                  "static/sub/app.js", "static/%2Fetc%2Fpasswd"])
+def test_static_route_path_guard(client, path):
+    r = client.get(ROUTE + path)
+    assert r.status_code == 404, (path, r.data[:200])
 
 
 @pytest.mark.parametrize("load_fast", ["false", "true"])
@@ -215,18 +366,19 @@ def test_resumed_run_shows_no_orphaned_data(tmp_path, load_fast):
     with TensorBoardSink(log_dir=run) as sink:
         for e in range(100):
             sink.write(records(e, LAYERS[:1]))
-        sink.write_phase_events([{"layer": LAYERS[0], "epoch": 80, "kind": "compression_start", "detail": ""}])
+        sink.write_phase_events([phase(LAYERS[0], 80, COMPRESSION_STARTED, 80)])
     time.sleep(0.05)  # the resumed attempt writes later
     with SummaryWriter(str(run), purge_step=50) as writer:
         sink = TensorBoardSink(writer=writer)
         for e in range(50, 60):
             sink.write(records(e, LAYERS[:1], shift=0.5))
-        sink.write_phase_events([{"layer": LAYERS[0], "epoch": 55, "kind": "fitting_end", "detail": ""}])
+        sink.write_phase_events([phase(LAYERS[0], 55, FITTING_ENDED, 55)])
     client, tb = tensorboard_client(tmp_path, *loader_flags(load_fast))
     try:
         resumed = [r.i_xt for e in range(50, 60) for r in records(e, LAYERS[:1], shift=0.5)]
-        body = wait_for(client, ROUTE + "points?run=run", lambda b: [p["i_xt"] for p in b["points"][50:]] == resumed)
-        assert [p["epoch"] for p in body["points"]] == list(range(60))
+        body = wait_for(client, ROUTE + "points?run=run",
+                        lambda b: b["series"] and b["series"][0]["i_xt"][50:] == resumed)
+        assert body["series"][0]["epoch"] == list(range(60))
         assert [e["epoch"] for e in get(client, ROUTE + "phases?run=run")["events"]] == [55]
     finally:
         stop(tb)
@@ -237,14 +389,14 @@ def test_every_point_kept_with_the_default_command_line(tmp_path):
     write_run(tmp_path / "long", range(150), layers=LAYERS[:1])
     client, tb = tensorboard_client(tmp_path)  # no flags: --load_fast=auto, default sampling
     try:
-        body = wait_for(client, ROUTE + "points?run=long", lambda b: len(b["points"]) >= 150, timeout=40)
-        assert [p["epoch"] for p in body["points"]] == list(range(150))
+        body = wait_for(client, ROUTE + "points?run=long", lambda b: n_points(b) >= 150, timeout=40)
+        assert body["series"][0]["epoch"] == list(range(150))
     finally:
         stop(tb)
     for fast in ("false", "true"):  # also with either loader forced
         client, tb = tensorboard_client(tmp_path, *loader_flags(fast))
         try:
-            assert len(wait_for(client, ROUTE + "points?run=long", lambda b: len(b["points"]) >= 150)["points"]) == 150
+            assert n_points(wait_for(client, ROUTE + "points?run=long", lambda b: n_points(b) >= 150)) == 150
         finally:
             stop(tb)
 
@@ -254,7 +406,7 @@ def test_explicit_samples_per_plugin_flag_wins(tmp_path):
     client, tb = tensorboard_client(
         tmp_path, "--load_fast", "false", "--samples_per_plugin", "information_plane=20",
         "--reload_interval", "0", "--reload_task", "blocking")
-    assert len(get(client, ROUTE + "points?run=long")["points"]) == 20
+    assert n_points(get(client, ROUTE + "points?run=long")) == 20
 
 
 def test_loader_fixes_only_our_sampling():

@@ -1,4 +1,4 @@
-"""TensorBoardSink: what lands in the event file, read back with TensorBoard's own loader."""
+"""TensorBoardSink: what lands in the event file (wire format 2), read back with TensorBoard's own loader."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 
+from ib_brevitas.phases import COMPRESSION_STARTED, EVENT_KINDS, FITTING_ENDED, PhaseEvent
 from ib_brevitas.records import LayerMI
-from ib_brevitas.tensorboard import HARDWARE_TAG, LAYER_TAG_PREFIX, PHASES_TAG, PLUGIN_NAME
+from ib_brevitas.sinks import Sink
+from ib_brevitas.tensorboard import HARDWARE_TAG, MEASUREMENTS_TAG_PREFIX, PHASES_TAG, PLUGIN_NAME, WIRE_VERSION
+from ib_brevitas.tensorboard import wire
 from ib_brevitas.tensorboard.summary import TensorBoardSink
 
 LAYERS = ["features.0.act", "features.2.act", "head.out_quant"]
@@ -39,33 +42,45 @@ def read_events(log_dir) -> list:
     return out
 
 
-def test_one_plugin_summary_per_layer_and_measurement(tmp_path):
+def test_one_numeric_tensor_per_measurement(tmp_path):
     written = {e: make_records(e) for e in (0, 5, 10)}
+    written[5] = [dataclasses.replace(r, step=None, scale=0.125, saturated=True) for r in written[5]]
     with TensorBoardSink(log_dir=tmp_path, group="syn-tanh") as sink:
         for recs in written.values():
             sink.write(recs)
     values = read_events(tmp_path)
-    plugin = [(s, v) for s, v in values if v.tag.startswith(LAYER_TAG_PREFIX)]
-    assert len(plugin) == 3 * len(LAYERS)
-    seen_metadata = set()
+    plugin = [(s, v) for s, v in values if v.tag.startswith(MEASUREMENTS_TAG_PREFIX)]
+    assert [s for s, _ in plugin] == [0, 5, 10]  # one value per measurement, every layer in it
+    assert len({v.tag for _, v in plugin}) == 1
+    assert plugin[0][1].HasField("metadata") and not plugin[1][1].HasField("metadata")  # sent once
+    meta = plugin[0][1].metadata
+    assert meta.plugin_data.plugin_name == PLUGIN_NAME and meta.data_class == summary_pb2.DATA_CLASS_TENSOR
+    content = json.loads(meta.plugin_data.content)
+    assert content["version"] == WIRE_VERSION and content["layers"] == LAYERS and content["group"] == "syn-tanh"
+    assert content["estimators"] == ["exact"] * 3 and content["fields"] == list(wire.FIELDS)
     for step, v in plugin:
-        payload = json.loads(tensor_util.make_ndarray(v.tensor).item())
-        rec = next(r for r in written[step] if r.layer == v.tag[len(LAYER_TAG_PREFIX):])
-        assert {k: payload[k] for k in rec.to_dict()} == rec.to_dict()  # exact, every field
-        assert payload["label"] == rec.label and payload["log2_n"] == 12.0
-        if v.HasField("metadata"):
-            assert v.metadata.plugin_data.plugin_name == PLUGIN_NAME
-            assert v.metadata.data_class == summary_pb2.DATA_CLASS_TENSOR
-            content = json.loads(v.metadata.plugin_data.content)
-            assert content["layers"] == LAYERS and content["group"] == "syn-tanh"
-            assert content["layer_index"] == LAYERS.index(content["layer"])
-            seen_metadata.add(v.tag)
-    assert seen_metadata == {LAYER_TAG_PREFIX + n for n in LAYERS}  # first value of each tag
+        tensor = tensor_util.make_ndarray(v.tensor)
+        assert tensor.dtype == "float64" and tensor.shape == (len(LAYERS), len(wire.FIELDS))
+        for row, rec in zip(tensor.tolist(), written[step]):  # exact, every field
+            expect = [math.nan if getattr(rec, f) is None else float(getattr(rec, f)) for f in wire.FIELDS]
+            assert [x if not math.isnan(x) else "nan" for x in row] == [
+                x if not math.isnan(x) else "nan" for x in expect]
     scalars = {(s, v.tag): v.simple_value for s, v in values if v.tag.startswith("ib/")}
     for step, recs in written.items():
         for r in recs:
             assert scalars[(step, f"ib/I_XT/{r.layer}")] == pytest.approx(r.i_xt, rel=1e-6)
             assert scalars[(step, f"ib/I_TY/{r.layer}")] == pytest.approx(r.i_ty, rel=1e-6)
+
+
+def test_sink_protocol(tmp_path):
+    """write(records) with step = their epoch, callable like any sink, close()."""
+    sink = TensorBoardSink(log_dir=tmp_path)
+    assert isinstance(sink, Sink)
+    sink.write(make_records(4))
+    sink(make_records(9))
+    sink.close()
+    steps = [s for s, v in read_events(tmp_path) if v.tag.startswith(MEASUREMENTS_TAG_PREFIX)]
+    assert steps == [4, 9]
 
 
 def test_user_writer_is_used_and_left_open(tmp_path):
@@ -77,22 +92,26 @@ def test_user_writer_is_used_and_left_open(tmp_path):
     writer.close()
     files = glob.glob(f"{tmp_path}/events.out.tfevents.*")
     assert len(files) == 1  # no second event file next to the user's
-    steps = {s for s, v in read_events(tmp_path) if v.tag.startswith(LAYER_TAG_PREFIX)}
+    steps = {s for s, v in read_events(tmp_path) if v.tag.startswith(MEASUREMENTS_TAG_PREFIX)}
     assert steps == {30}
+
+
+def event(layer, epoch, kind, detected, **detail) -> PhaseEvent:
+    return PhaseEvent(layer=layer, kind=kind, epoch=epoch, i_xt=1.5, i_ty=0.25, detected_epoch=detected, detail=detail)
 
 
 def test_phase_events_merge_per_step_and_go_to_text(tmp_path):
     with TensorBoardSink(log_dir=tmp_path) as sink:
-        sink.write_phase_events([{"layer": "a", "epoch": 10, "kind": "fitting_end", "detail": {"gain": 0.5},
-                                  "detected_epoch": 20}])
-        sink.write_phase_events([{"layer": "b", "epoch": 15.0, "kind": "compression_start", "detail": "x",
-                                  "detected_epoch": 20}])
+        sink.write_phase_events([event("a", 10, FITTING_ENDED, 20, gain_bits=0.5)])
+        sink.write_phase_events([event("b", 15.0, COMPRESSION_STARTED, 20)])
     values = read_events(tmp_path)
     phases = [(s, json.loads(tensor_util.make_ndarray(v.tensor).item())) for s, v in values if v.tag == PHASES_TAG]
     assert [s for s, _ in phases] == [20, 20]
-    assert [e["layer"] for e in phases[-1][1]] == ["a", "b"]  # the last value at a step holds all
+    assert [PhaseEvent.from_dict(e) for e in phases[-1][1]] == [  # the last value at a step holds all
+        event("a", 10, FITTING_ENDED, 20, gain_bits=0.5), event("b", 15.0, COMPRESSION_STARTED, 20)]
     texts = [tensor_util.make_ndarray(v.tensor).item().decode() for s, v in values if v.tag.startswith("ib/phases")]
-    assert "fitting_end" in texts[0] and "gain=0.5" in texts[0] and "compression_start" in texts[1]
+    assert FITTING_ENDED in texts[0] and "gain_bits=0.5" in texts[0] and COMPRESSION_STARTED in texts[1]
+    assert FITTING_ENDED in EVENT_KINDS and COMPRESSION_STARTED in EVENT_KINDS  # kinds the detector emits
 
 
 def test_hardware_table(tmp_path):
@@ -112,8 +131,10 @@ def test_hardware_table(tmp_path):
         (lambda s: s.write(make_records(1) + make_records(1)[:1]), ValueError, "appear twice"),
         (lambda s: s.write(make_records(1), step=-1), ValueError, "non-negative integer"),
         (lambda s: s.write([dataclasses.replace(make_records(1)[0], i_xt=float("nan"))]), ValueError, "NaN"),
-        (lambda s: s.write_phase_events([{"layer": "a", "epoch": 1}]), ValueError, "lacks the keys"),
-        (lambda s: s.write_phase_events([{"layer": "a", "epoch": -2, "kind": "k", "detail": ""}]), ValueError, "epoch"),
+        (lambda s: s.write(make_records(1) + [dataclasses.replace(make_records(2)[0], layer="z")]), ValueError,
+         "write each epoch separately"),
+        (lambda s: s.write_phase_events([{"layer": "a", "epoch": 1, "kind": FITTING_ENDED}]), TypeError, "PhaseEvent"),
+        (lambda s: s.write_phase_events([event("a", -2, FITTING_ENDED, 3)]), ValueError, "epoch"),
         (lambda s: s.write_hardware_table({"a": 1}, {}), TypeError, "rows must be a list"),
         (lambda s: s.write_hardware_table([], [1]), TypeError, "totals must be a dict"),
     ],

@@ -9,18 +9,23 @@ The tag and plugin names below are the on-disk contract between both halves.
 from __future__ import annotations
 
 PLUGIN_NAME = "information_plane"
-# One time series per measured layer, one datum (JSON) per measurement.
+# Wire format 2: one numeric tensor per measurement, all layers (see `wire`).
+MEASUREMENTS_TAG_PREFIX = "information_plane/measurements/"
+# Wire format 1 (still read): one JSON datum per layer and measurement.
 LAYER_TAG_PREFIX = "information_plane/layer/"
 PHASES_TAG = "information_plane/phases"
 HARDWARE_TAG = "information_plane/hardware"
-# Version of the JSON written into plugin metadata and tensors.
-SCHEMA_VERSION = 1
+# Version of the wire format written into every series' plugin metadata; read and checked.
+WIRE_VERSION = 2
+SCHEMA_VERSION = WIRE_VERSION  # the name this constant had before wire format 2
 
 __all__ = [
     "PLUGIN_NAME",
+    "MEASUREMENTS_TAG_PREFIX",
     "LAYER_TAG_PREFIX",
     "PHASES_TAG",
     "HARDWARE_TAG",
+    "WIRE_VERSION",
     "SCHEMA_VERSION",
     "TensorBoardSink",
 ]

@@ -1,11 +1,12 @@
 """Write exact-MI records into TensorBoard event files for the information-plane tab.
 
 `TensorBoardSink` writes through the user's own `SummaryWriter` (or one it opens
-in a run directory), so everything lands in one event file per writer: one
-plugin summary per layer per measurement (JSON with every `LayerMI` field plus
-the run's bounds and layer order), the scalars `ib/I_XT/<layer>` and
-`ib/I_TY/<layer>` for the Scalars tab, phase events, and an optional
-information-versus-hardware table. The global step is the epoch.
+in a run directory), so everything lands in one event file per writer: per
+measurement one numeric tensor holding every layer's `LayerMI` fields (wire
+format 2, see `wire`), the scalars `ib/I_XT/<layer>` and `ib/I_TY/<layer>` for
+the Scalars tab, phase events, and an optional information-versus-hardware
+table. The global step is the epoch. It is a sink like `JsonlSink`:
+`sink(records)` / `sink.write(records)`, then `close()`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,18 @@ import numbers
 import os
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 
 from ib_brevitas.records import LayerMI
 from ib_brevitas.tensorboard import (
     HARDWARE_TAG,
-    LAYER_TAG_PREFIX,
     PHASES_TAG,
     PLUGIN_NAME,
-    SCHEMA_VERSION,
+    WIRE_VERSION,
 )
-
-PHASE_EVENT_KEYS = ("layer", "epoch", "kind", "detail")
+from ib_brevitas.tensorboard import wire
 
 
 def _json_default(value: Any) -> Any:
@@ -48,16 +48,16 @@ def _dumps(obj: Any, what: str) -> str:
         ) from None
 
 
-def plugin_summary(tag: str, payload: str, metadata: Mapping[str, Any] | None) -> summary_pb2.Summary:
+def plugin_summary(tag: str, payload: str | np.ndarray, metadata: Mapping[str, Any] | None) -> summary_pb2.Summary:
     """A one-value Summary owned by the information-plane plugin.
 
-    `payload` is a JSON string stored as a scalar string tensor; DATA_CLASS_TENSOR
-    is required, without it the data provider does not return the series.
-    `metadata` (plugin content) only needs to be sent with a tag's first value.
+    `payload`: a numeric array (a tensor), or a JSON string stored as a scalar
+    string tensor. DATA_CLASS_TENSOR is required, without it the data provider
+    does not return the series. `metadata` (plugin content) only needs to be
+    sent with a tag's first value.
     """
-    value = summary_pb2.Summary.Value(
-        tag=tag, tensor=tensor_util.make_tensor_proto(payload.encode("utf-8"))
-    )
+    data = payload.encode("utf-8") if isinstance(payload, str) else payload
+    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(data))
     if metadata is not None:
         value.metadata.plugin_data.plugin_name = PLUGIN_NAME
         value.metadata.plugin_data.content = _dumps(dict(metadata), "plugin metadata").encode()
@@ -146,10 +146,10 @@ class TensorBoardSink:
         if tag in self._tags_with_metadata:
             return None
         self._tags_with_metadata.add(tag)
-        return {"version": SCHEMA_VERSION, **content}
+        return {"version": WIRE_VERSION, **content}
 
     def write(self, records: Iterable[LayerMI], step: int | None = None) -> None:
-        """Write one measurement (all layers) at global step `step` (default: the epoch)."""
+        """Write one measurement (all layers) at global step `step` (default: the records' epoch)."""
         records = [_as_record(r) for r in records]
         if not records:
             return
@@ -157,57 +157,54 @@ class TensorBoardSink:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"layers {dupes} appear twice in one measurement; write each layer once per step")
-        order = [r.layer for r in sorted(records, key=lambda r: (r.layer_index, r.layer))]
-        # One event per step holding every layer's values: a measurement costs one
-        # event write instead of three per layer (legacy simple_value scalars are
-        # what SummaryWriter.add_scalar writes, too).
-        by_step: dict[int, summary_pb2.Summary] = {}
+        for r in records:
+            bad = [f for f in wire.FIELDS if isinstance(getattr(r, f), float) and not math.isfinite(getattr(r, f))]
+            if bad:
+                raise ValueError(f"record of layer {r.layer!r} cannot be written to TensorBoard: {bad} "
+                                 "is NaN or inf. Pass finite numbers.")
+        epochs = {r.epoch for r in records}
+        if step is None and len(epochs) > 1:
+            raise ValueError(f"one measurement holds the epochs {sorted(epochs)}; write each epoch separately")
+        s = _check_step(records[0].epoch if step is None else step, "step")
+        records.sort(key=lambda r: (r.layer_index, r.layer))
+        tag, tensor, content = wire.encode(records, self.group)
+        # One event per measurement: one tensor for every layer, plus the legacy
+        # simple_value scalars that SummaryWriter.add_scalar writes, too.
+        summary = plugin_summary(tag, tensor, self._metadata_once(tag, content))
         for rec in records:
-            s = _check_step(rec.epoch if step is None else step, f"step of layer {rec.layer!r}")
-            datum = rec.to_dict()
-            datum["label"] = rec.label
-            datum["log2_n"] = rec.log2_n
-            tag = LAYER_TAG_PREFIX + rec.layer
-            meta = self._metadata_once(
-                tag,
-                {"kind": "layer", "layer": rec.layer, "layer_index": rec.layer_index,
-                 "layers": order, "group": self.group},
-            )
-            summary = by_step.setdefault(s, summary_pb2.Summary())
-            summary.value.extend(plugin_summary(tag, _dumps(datum, f"record of layer {rec.layer!r}"), meta).value)
             summary.value.add(tag=f"ib/I_XT/{rec.layer}", simple_value=rec.i_xt)
             summary.value.add(tag=f"ib/I_TY/{rec.layer}", simple_value=rec.i_ty)
-        for s, summary in by_step.items():
-            add_summary(self.writer, summary, s)
+        add_summary(self.writer, summary, s)
 
-    def write_phase_events(self, events: Iterable[Mapping[str, Any]], step: int | None = None) -> None:
-        """Write phase events (dicts with layer, epoch, kind, detail, ...) for the plugin's markers.
+    __call__ = write  # a sink: plane.add_sink(TensorBoardSink(...))
+
+    def write_phase_events(self, events: Iterable[Any], step: int | None = None) -> None:
+        """Write `PhaseEvent`s (from `ib_brevitas.phases`) for the plugin's markers.
 
         The global step is `step`, else the latest `detected_epoch` (the
-        measurement that decided the events), else the latest `epoch`. Events
-        written at one step are merged, so the last value at a step holds them
-        all (TensorBoard's Rust loader keeps one value per step). Also written
-        as the text summary `ib/phases` for the Text tab.
+        measurement that decided the events). Events written at one step are
+        merged, so the last value at a step holds them all (TensorBoard's Rust
+        loader keeps one value per step). Also written as the text summary
+        `ib/phases` for the Text tab.
         """
-        events = [dict(e) for e in events]
+        from ib_brevitas.phases import PhaseEvent
+
+        events = list(events)
         if not events:
             return
         for e in events:
-            missing = [k for k in PHASE_EVENT_KEYS if k not in e]
-            if missing:
-                raise ValueError(f"phase event {e!r} lacks the keys {missing}; each needs {list(PHASE_EVENT_KEYS)}")
-            if not _is_epoch(e["epoch"]):
-                raise ValueError(f"phase event {e!r}: epoch must be a non-negative number")
-        if step is None:
-            decided = [e.get("detected_epoch") for e in events]
-            at = decided if all(_is_epoch(d) for d in decided) else [e["epoch"] for e in events]
-            step = int(max(at))
-        s = _check_step(step, "step")
+            if not isinstance(e, PhaseEvent):
+                raise TypeError(f"phase events must be ib_brevitas.phases.PhaseEvent objects (from PhaseTracker), "
+                                f"got {type(e).__name__}; build one with PhaseEvent.from_dict(d)")
+            for name in ("epoch", "detected_epoch"):
+                if not _is_epoch(getattr(e, name)):
+                    raise ValueError(f"phase event {e!r}: {name} must be a non-negative number")
+        s = _check_step(int(max(e.detected_epoch for e in events)) if step is None else step, "step")
         merged = self._phases_by_step.setdefault(s, [])
-        merged.extend(events)
+        merged.extend(e.to_dict() for e in events)
         meta = self._metadata_once(PHASES_TAG, {"kind": "phases"})
         add_summary(self.writer, plugin_summary(PHASES_TAG, _dumps(merged, "phase events"), meta), s)
-        lines = [f"- epoch {e['epoch']}, layer `{e['layer']}`: **{e['kind']}** {_describe(e['detail'])}" for e in events]
+        lines = [f"- epoch {e.epoch}, layer `{e.layer}`: **{e.kind}** {_describe(e.detail)}" for e in events]
         self.writer.add_text("ib/phases", "\n".join(lines), global_step=s)
 
     def write_hardware_table(

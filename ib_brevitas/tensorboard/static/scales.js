@@ -1,0 +1,104 @@
+// Scales, ticks and the epoch colour map: pure maths, no DOM.
+
+export const VIRIDIS = ["#440154", "#482475", "#414487", "#355f8d", "#2a788e", "#21918c",
+  "#22a884", "#44bf70", "#7ad151", "#bddf26", "#fde725"];
+const VIRIDIS_RGB = VIRIDIS.map((h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)));
+export const VIRIDIS_LUT = Array.from({ length: 256 }, (_, k) => {
+  const t = (k / 255) * (VIRIDIS_RGB.length - 1);
+  const i = Math.min(Math.floor(t), VIRIDIS_RGB.length - 2);
+  const f = t - i;
+  const c = VIRIDIS_RGB[i].map((a, j) => Math.round(a + f * (VIRIDIS_RGB[i + 1][j] - a)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+});
+export const LAYER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+export const LONG_RUN_EPOCHS = 1000;  // from here on the epoch axis is logarithmic by default
+
+export function layerColor(index) {
+  const n = LAYER_COLORS.length;
+  return LAYER_COLORS[((index % n) + n) % n];
+}
+
+// Linear scale [lo, hi] -> [a, b].
+export function linear(lo, hi, a, b) {
+  const k = hi > lo ? (b - a) / (hi - lo) : 0;
+  return { lo, hi, log: false, map: (v) => a + (v - lo) * k, ticks: (n = 5) => niceTicks(lo, hi, n) };
+}
+
+// Epoch scale: linear, or logarithmic in (epoch + 1) so that epoch 0 has a place.
+export function epochScale(lo, hi, a, b, log) {
+  if (!log) return linear(lo, hi, a, b);
+  const f = (v) => Math.log10(Math.max(v, 0) + 1);
+  const flo = f(lo);
+  const k = f(hi) > flo ? (b - a) / (f(hi) - flo) : 0;
+  const ticks = () => {
+    const out = lo <= 0 ? [0] : [];
+    for (let d = 1; d <= hi; d *= 10) if (d >= lo) out.push(d);
+    if (out.length < 3) for (const d of [3, 30, 300, 3000, 30000]) if (d >= lo && d <= hi) out.push(d);
+    return out.sort((u, v) => u - v);
+  };
+  return { lo, hi, log: true, map: (v) => a + (f(v) - flo) * k, ticks };
+}
+
+// The share t in [0, 1] of an epoch along the colour scale.
+export function epochShare(scale) {
+  const a = scale.map(scale.lo);
+  const b = scale.map(scale.hi);
+  return b === a ? () => 1 : (e) => (scale.map(e) - a) / (b - a);
+}
+
+export function niceTicks(lo, hi, count = 5) {
+  const span = hi - lo;
+  if (!(span > 0)) return [lo];
+  const raw = span / count;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => span / s <= count) || 10 * mag;
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+    ticks.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  }
+  return ticks;
+}
+
+export function fmtTick(v) {
+  return Number.isInteger(v) ? String(v) : String(+v.toFixed(3));
+}
+
+export function fmt4(v) {
+  return typeof v === "number" ? v.toFixed(4) : "\u2013";
+}
+
+// Lowest and highest epoch and the largest values (plus spread) of some series.
+export function extent(series) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  let maxX = 0;
+  let maxY = 0;
+  for (const s of series) {
+    const n = s.epoch.length;
+    if (!n) continue;
+    lo = Math.min(lo, s.epoch[0]);
+    hi = Math.max(hi, s.epoch[n - 1]);
+    for (let i = 0; i < n; i++) {
+      maxX = Math.max(maxX, s.i_xt[i] + (s.sd_xt ? s.sd_xt[i] : 0));
+      maxY = Math.max(maxY, s.i_ty[i] + (s.sd_ty ? s.sd_ty[i] : 0));
+    }
+  }
+  return { lo, hi, maxX, maxY };
+}
+
+// Trace a polyline, skipping vertices within half a pixel of the last one kept.
+export function tracePolyline(ctx, px, py) {
+  let lx = px[0];
+  let ly = py[0];
+  ctx.moveTo(lx, ly);
+  for (let i = 1; i < px.length; i++) {
+    const dx = px[i] - lx;
+    const dy = py[i] - ly;
+    if (dx * dx + dy * dy >= 0.25 || i === px.length - 1) {
+      ctx.lineTo(px[i], py[i]);
+      lx = px[i];
+      ly = py[i];
+    }
+  }
+}
