@@ -43,7 +43,9 @@ def why_not_quant(name: str, module: torch.nn.Module) -> str:
     return (
         f"layer {name!r} ({type(module).__name__}) has no integer representation: it is neither a "
         "Brevitas quant activation nor a quant layer with an output quantizer. Exact MI needs "
-        "integer codes; floats are never binned. Measure one of the layers find_quant_layers() returns"
+        "integer codes and the exact monitor never bins floats: estimate this layer with the binning "
+        "estimators (ib_brevitas.binned.BinnedPlane, e.g. 'binning-uniform-30-global'), or measure one of "
+        "the layers find_quant_layers() returns"
     )
 
 
