@@ -28,9 +28,11 @@ import torch
 from ib_brevitas.export.finn_setup import (
     DEFAULT_CLOCK_NS,
     DEFAULT_FPGA_PART,
+    VERSAL_FPGA_PART,
     check_env,
     default_env_dir,
     env_python,
+    is_versal,
 )
 from ib_brevitas.export.qonnx import to_qonnx
 from ib_brevitas.export.report import HardwareLayer, HardwareReport
@@ -38,10 +40,46 @@ from ib_brevitas.export.verify import model_probe, output_tolerance
 from ib_brevitas.functional import information_plane_point
 
 WORKER = Path(__file__).with_name("finn_worker.py")
+# Float ops FINN builds as PWPolyF layers (piecewise polynomials on Versal's DSPFP32 only).
+PWPOLYF_OPS = ("Tanh", "Sigmoid", "Gelu", "Erf", "PWPolyFunction")
 
 
 class FinnEnvironmentMissing(RuntimeError):
     """The separate FINN environment does not exist or cannot import FINN."""
+
+
+class FinnPartUnsupported(ValueError):
+    """The network has a layer that FINN builds only for another FPGA family than the chosen part."""
+
+
+def check_part(graph: Any, fpga_part: str) -> None:
+    """FinnPartUnsupported, before FINN starts, when the QONNX graph needs a Versal part that was not chosen.
+
+    (FINN itself stops late in its build with `PWPolyF ... only supported on Versal devices`.)
+    """
+    import onnx
+
+    if is_versal(fpga_part):
+        return
+    model = onnx.load(str(graph)) if isinstance(graph, (str, Path)) else graph
+    ops = sorted({n.op_type for n in model.graph.node if n.op_type in PWPOLYF_OPS})
+    if ops:
+        raise FinnPartUnsupported(
+            f"the network computes {', '.join(ops)} (e.g. tanh activations), which FINN builds as PWPolyF "
+            f"layers that exist only on Versal parts, not on {fpga_part}: pass a Versal part, e.g. "
+            f"--fpga-part {VERSAL_FPGA_PART} (fpga_part= in Python; its hardware integers then differ from "
+            "the analysed ones, see docs/export.md), or use a ReLU network (`ib-brevitas train --activation relu`)"
+        )
+
+
+def check_model_part(model: torch.nn.Module, example: Any, fpga_part: str) -> None:
+    """`check_part` for a model (exports it to a scratch QONNX file first; skipped for a Versal part)."""
+    import tempfile
+
+    if is_versal(fpga_part):
+        return
+    with tempfile.TemporaryDirectory(prefix="ib-brevitas-part-") as scratch:
+        check_part(to_qonnx(model, example, Path(scratch) / "model.qonnx.onnx"), fpga_part)
 
 
 def finn_python(env_dir: str | Path | None = None, check: bool = False) -> Path:
@@ -193,15 +231,24 @@ def finn_estimate(
 
     Writes into `out_dir`: model.qonnx.onnx, probe_inputs.npy and worker/
     (the worker's results, log and FINN's build directory). Returns a
-    `HardwareReport` (save it with `.save` / `.save_csv`).
+    `HardwareReport` (save it with `.save` / `.save_csv`). A network that
+    needs a Versal part for `fpga_part` (tanh, sigmoid, GELU: FINN's PWPolyF)
+    is refused with `FinnPartUnsupported` before FINN starts.
     """
+    import io
+
+    from ib_brevitas.files import atomic_write
+
     out_dir = Path(out_dir).resolve()
     finn_python(env_dir)  # fail before any work when the env is missing
     plane, stores, ref = model_probe(model, inputs, labels, layers, batch_size)
     x = plane.inputs.cpu().numpy().astype(np.float32)
     n = x.shape[0]
     onnx_path = to_qonnx(model, x[:1], out_dir / "model.qonnx.onnx")
-    np.save(out_dir / "probe_inputs.npy", x)
+    check_part(onnx_path, fpga_part)  # before FINN starts, not at its specialize step
+    buf = io.BytesIO()
+    np.save(buf, x)
+    atomic_write(out_dir / "probe_inputs.npy", buf.getvalue())
     work = out_dir / "worker"
     results = run_worker(
         onnx_path, out_dir / "probe_inputs.npy", work, fpga_part=fpga_part,

@@ -30,7 +30,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 # Hardware nodes whose output is the result of a quantized activation (thresholds).
 THRESHOLD_OPS = ("Thresholding", "Requant")
@@ -137,7 +137,7 @@ def execute_per_sample(model, x: np.ndarray, keep: list[str], label: str) -> dic
             op = getCustomOp(node)
             op.get_nodeattr = functools.lru_cache(maxsize=None)(op.get_nodeattr)
             steps.append(lambda ctx, op=op: op.execute_node(ctx, model.graph))
-        except Exception:  # a standard ONNX op left in the graph
+        except Exception:  # noqa: BLE001 - a standard ONNX op left in the graph
             steps.append(lambda ctx, node=node: execute_node(node, ctx, model.graph, 13))
     results: dict[str, list[np.ndarray]] = {name: [] for name in [out, *keep]}
     n = x.shape[0]
@@ -147,8 +147,8 @@ def execute_per_sample(model, x: np.ndarray, keep: list[str], label: str) -> dic
         ctx[inp] = x[i : i + 1]
         for step in steps:
             step(ctx)
-        for name in results:
-            results[name].append(np.asarray(ctx[name]))
+        for name, kept in results.items():
+            kept.append(np.asarray(ctx[name]))
         if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
             log(f"{label}: {i + 1}/{n} samples ({time.time() - start:.1f} s)")
     return {name: np.concatenate(v) for name, v in results.items()}
@@ -160,9 +160,8 @@ def activation_nodes(model) -> list:
 
     found = []
     for node in model.graph.node:
-        if node.op_type in THRESHOLD_OPS:
-            found.append(node)
-        elif node.op_type in MATRIX_OPS and getCustomOp(node).get_nodeattr("noActivation") == 0:
+        absorbed = node.op_type in MATRIX_OPS and getCustomOp(node).get_nodeattr("noActivation") == 0
+        if node.op_type in THRESHOLD_OPS or absorbed:
             found.append(node)
     return found
 
@@ -193,10 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.time()
         prepare_finn_imports(out_dir / "finn_tmp")
+        import finn
         from qonnx.core.datatype import DataType
         from qonnx.core.modelwrapper import ModelWrapper
-
-        import finn
 
         result["finn_version"] = getattr(finn, "__version__", "finn-plus")
         model = ModelWrapper(str(args.onnx))
@@ -266,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         result["n_samples"] = int(x.shape[0])
         result["ok"] = True
-    except Exception as exc:  # reported through results.json; the bridge raises with this text
+    except Exception as exc:  # noqa: BLE001 - reported through results.json; the bridge raises with this text
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
         log(result["error"])

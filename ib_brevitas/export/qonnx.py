@@ -66,21 +66,23 @@ def _example(model: torch.nn.Module, example_input: Any) -> torch.Tensor:
 
 
 def _export(exporter, model, example_input, path, dynamo: bool, **kwargs) -> onnx.ModelProto:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The exporter writes into a scratch directory; only `_save` writes `path` (atomically)."""
+    import tempfile
+
     x = _example(model, example_input)
-    with observation(model), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # opset/TorchScript-deprecation chatter, not the user's concern
-        exporter(model, x, str(path), dynamo=dynamo, **kwargs)
-    return onnx.load(str(path))  # pulls in `.onnx.data` external weights if dynamo wrote any
+    with tempfile.TemporaryDirectory(prefix="ib-brevitas-export-") as scratch:
+        raw = Path(scratch) / Path(path).name
+        with observation(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # opset/TorchScript-deprecation chatter, not the user's concern
+            exporter(model, x, str(raw), dynamo=dynamo, **kwargs)
+        return onnx.load(str(raw))  # pulls in `.onnx.data` external weights if dynamo wrote any
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
-    """One self-contained file (no external data) so Netron and FINN open it directly."""
-    data = Path(str(path) + ".data")
-    onnx.save_model(model, str(path), save_as_external_data=False)
-    if data.exists():
-        data.unlink()
+    """One self-contained file (no external data) so Netron and FINN open it directly; atomic."""
+    from ib_brevitas.files import atomic_write
+
+    atomic_write(path, model.SerializeToString())
     return path
 
 

@@ -125,7 +125,7 @@ class ExportReport:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExportReport":
+    def from_dict(cls, data: dict[str, Any]) -> ExportReport:
         return _report_from_dict(cls, LayerCheck, data)
 
     def save(self, path: str | Path) -> Path:
@@ -133,7 +133,7 @@ class ExportReport:
         return _write_json(Path(path), self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "ExportReport":
+    def load(cls, path: str | Path) -> ExportReport:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def save_csv(self, path: str | Path) -> Path:
@@ -215,7 +215,7 @@ class HardwareReport:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HardwareReport":
+    def from_dict(cls, data: dict[str, Any]) -> HardwareReport:
         return _report_from_dict(cls, HardwareLayer, data)
 
     def table_rows(self) -> list[dict[str, Any]]:
@@ -238,7 +238,7 @@ class HardwareReport:
         return _write_json(Path(path), self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "HardwareReport":
+    def load(cls, path: str | Path) -> HardwareReport:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def save_csv(self, path: str | Path) -> Path:
@@ -264,10 +264,10 @@ class HardwareReport:
             f"FINN estimate ({self.fpga_part}, {self.clock_ns:g} ns clock) on {self.n_samples} samples: "
             + ("OK" if self.ok else "FAILED"),
             _table(header, rows),
-            f"throughput {_fmt(t.get('fps'), 1)} fps, latency {_fmt(t.get('latency_ns'), 1)} ns "
-            f"({_fmt(t.get('latency_cycles'))} cycles)",
+            (f"throughput {_fmt(t.get('fps'), 1)} fps, latency {_fmt(t.get('latency_ns'), 1)} ns "
+             f"({_fmt(t.get('latency_cycles'))} cycles)"),
             "converted graph vs Brevitas: "
-            + (f"bit-exact" if self.bit_exact else f"max |diff| {self.max_abs_diff:.3g} (NOT bit-exact)"),
+            + ("bit-exact" if self.bit_exact else f"max |diff| {self.max_abs_diff:.3g} (NOT bit-exact)"),
         ]
         for r in self.layers:
             if r.note:

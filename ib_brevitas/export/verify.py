@@ -127,7 +127,7 @@ class _OrtRunner:
                 for init in model.graph.initializer:
                     if init.name == node.input[1]:
                         shape = onnx.numpy_helper.to_array(init).copy()
-                        shape[0] = -1
+                        shape[0] = 0 if -1 in shape[1:] else -1  # 0: copy the input's batch dimension
                         init.CopyFrom(onnx.numpy_helper.from_array(shape, init.name))
         del model.graph.value_info[:]
         inferred = onnx.shape_inference.infer_shapes(model)
