@@ -92,32 +92,35 @@ def zigzag(sx: list[float], thr: float, sustain: int = 1) -> list[tuple[int, int
     """Falls of at least `thr` from a local top: (rise start, top, trough, recovered) indices.
 
     A fall begins when the series is `thr` below the highest point since the
-    last trough and ends at its lowest point once the series has risen `thr`
-    above it (hysteresis of one threshold both ways, so noise below the
-    threshold neither starts nor ends one). A fall that recovers after fewer
-    than `sustain` points `thr` below its top is a dip, not an episode: it is
-    dropped and the top kept. The last fall may be open (not recovered).
-    Tops are first maxima.
+    last trough and ends at its lowest point once the series has been `thr`
+    above it at `sustain` points (hysteresis of one threshold both ways, so
+    noise below the threshold neither starts nor ends one). A fall that
+    recovers after fewer than `sustain` points `thr` below its top is a dip,
+    not an episode: it is dropped and the top kept. The last fall may be open
+    (not recovered). Tops are first maxima.
     """
-    out, seg, hi, lo, down, below = [], 0, 0, 0, False, 0
+    out, seg, hi, lo, down, below, above = [], 0, 0, 0, False, 0, 0
     for i in range(1, len(sx)):
         v = sx[i]
         if not down:
             if v > sx[hi]:
                 hi = i
             elif v <= sx[hi] - thr:
-                down, lo, below = True, i, 1
+                down, lo, below, above = True, i, 1, 0
             continue
         below += v <= sx[hi] - thr
         if v < sx[lo]:
-            lo = i
+            lo, above = i, 0
         elif v >= sx[lo] + thr:
-            down = False
+            above += 1
+            if above < sustain and v <= sx[hi]:  # not yet sustained, and not above the old top
+                continue
+            down, top = False, lo + 1 + max(range(i - lo), key=lambda k: sx[lo + 1 + k])
             if below >= sustain:
                 out.append((seg, hi, lo, True))
-                seg, hi = lo, i
-            elif v > sx[hi]:
-                hi = i
+                seg, hi = lo, top
+            elif sx[top] > sx[hi]:
+                hi = top
     if down:
         out.append((seg, hi, lo, False))
     return out
@@ -161,10 +164,11 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
     reach = int(np.argmax(sx[: imax + 1] >= peak - eps_peak))
     falls = zigzag(sx.tolist(), thr, int(th.min_sustain))
     knees = [_knee(e, sx, *f[:3], sig_sx, th) for f in falls]
+    # an open fall lasts to the end: its depth so far is top - final, as the verdict's drop
+    ends = [lo if rec else n - 1 for _, _, lo, rec in falls]
     episodes = tuple(
-        Episode(epoch_value(e[k]), epoch_value(e[lo]), float(sx[top]), float(sx[lo]),
-                float(sx[top] - sx[lo]), rec)
-        for k, (_, top, lo, rec) in zip(knees, falls)
+        Episode(epoch_value(e[k]), epoch_value(e[end]), float(sx[top]), float(sx[end]), float(sx[top] - sx[end]), rec)
+        for k, end, (_, top, _, rec) in zip(knees, ends, falls)
     )
     head = next((i for i, f in enumerate(falls) if f[1] == imax), None)  # the fall from the global peak
     onset = None

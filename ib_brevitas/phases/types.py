@@ -99,8 +99,9 @@ class Episode:
     """One fall of smoothed I(X;T) by at least the threshold from a local top.
 
     `start_epoch` is the fall's onset (the knee), `end_epoch` its trough (the
-    lowest point before I(X;T) rose again by the threshold, or so far when
-    `recovered` is False: the fall lasts to the end of the series).
+    lowest point before I(X;T) rose again by the threshold), or the last
+    epoch when `recovered` is False (the fall lasts to the end of the series;
+    its depth is then top - final, as a verdict's drop).
     """
 
     start_epoch: int | float
