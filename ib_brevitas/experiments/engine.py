@@ -197,9 +197,10 @@ class SeedBatch:
             losses = self._brevitas_epoch(x, y, orders)
             self._seed_steps = [(self.stack.step, self.stack.counter)] * self.n_seeds
             return losses
-        idx = torch.stack(orders)
-        xs = torch.gather(x, 1, idx.view(self.n_seeds, n, 1).expand(-1, -1, x.shape[2]))
-        ys = torch.gather(y, 1, idx)
+        # One row gather per epoch (seed s's rows at s * n); the batches are slices of it.
+        idx = (torch.stack(orders) + torch.arange(self.n_seeds).view(-1, 1) * n).view(-1)
+        xs = x.reshape(self.n_seeds * n, -1).index_select(0, idx).view(self.n_seeds, n, -1)
+        ys = y.reshape(-1).index_select(0, idx).view(self.n_seeds, n)
         total = torch.zeros(self.n_seeds, dtype=torch.float64)
         for start in range(0, n, self.batch_size):
             xb, yb = xs[:, start : start + self.batch_size], ys[:, start : start + self.batch_size]
