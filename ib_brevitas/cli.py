@@ -95,6 +95,13 @@ def _report(prog: str, exc: BaseException, message: str) -> None:
     error(prog, message)
 
 
+def _os_message(e: OSError) -> str:
+    """`No space left on device: 'path'`, without Python's `[Errno 28]` prefix."""
+    if not e.strerror:
+        return str(e)
+    return f"{e.strerror}: {str(e.filename)!r}" if e.filename else e.strerror
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (usage errors and --help leave through SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(prog, e, str(e))
         return USAGE_ERROR
     except OSError as e:  # the message names the path (full disk, permissions, ...)
-        _report(prog, e, str(e))
+        _report(prog, e, _os_message(e))
         return FAILURE
     except Exception as e:  # noqa: BLE001 - the user gets one line, not a traceback
         _report(prog, e, f"{type(e).__name__}: {e} (unexpected; set IB_BREVITAS_TRACEBACK=1 to see where)")

@@ -7,6 +7,7 @@ skipped, saying how to create it, when that environment is missing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,73 @@ def test_default_env_dir_is_beside_the_venv(monkeypatch, tmp_path):
     assert default_env_dir() == (tmp_path / "elsewhere").resolve()
     monkeypatch.delenv("IB_BREVITAS_FINN_VENV")
     assert default_env_dir().name == ".venv-finn"
+
+
+class FakePip:
+    """Stands in for subprocess.run inside finn_setup: records commands, answers like pip would."""
+
+    RESOLVER = ("ERROR: pip's dependency resolver does not currently take into account all the packages that "
+                "are installed.\nfinn-plus 1.6.1 requires brevitas==0.13.0, but you have brevitas 0.13.4 which "
+                "is incompatible.\n")
+
+    def __init__(self, fail_step: int | None = None, check_lines: str = ""):
+        self.calls: list[list[str]] = []
+        self.fail_step, self.check_lines = fail_step, check_lines
+
+    def __call__(self, cmd, check=False, stdout=None, stderr=None, capture_output=False, text=False):
+        import subprocess
+
+        cmd = [str(c) for c in cmd]
+        self.calls.append(cmd)
+        if cmd[1:3] == ["-m", "venv"]:
+            (Path(cmd[3]) / "bin").mkdir(parents=True)
+            (Path(cmd[3]) / "bin" / "python").write_text("")
+            return subprocess.CompletedProcess(cmd, 0)
+        if "install" in cmd:
+            stdout.write(self.RESOLVER)  # what pip prints; must land in the log, not on the terminal
+            installs = sum("install" in c for c in self.calls)
+            return subprocess.CompletedProcess(cmd, 1 if installs == self.fail_step else 0)
+        if "check" in cmd:
+            known = "finn-plus 1.6.1 has requirement brevitas==0.13.0, but you have brevitas 0.13.4.\n"
+            return subprocess.CompletedProcess(cmd, 1, stdout=known + self.check_lines, stderr="")
+        return subprocess.CompletedProcess(cmd, 0, stdout="2.13.0+cpu 0.13.4 1.21.0\n", stderr="")  # check_env
+
+
+def test_finn_setup_is_quiet_and_explains_the_brevitas_pin(tmp_path, monkeypatch, capsys):
+    import ib_brevitas.export.finn_setup as setup
+    from ib_brevitas.cli import main
+
+    fake = FakePip(check_lines="foo 1.0 has requirement bar<2, but you have bar 3.\n")
+    monkeypatch.setattr(setup.subprocess, "run", fake)
+    env = tmp_path / "env"
+    assert main(["finn-setup", str(env), "--force", "--python", "python3.11"]) == 0
+    out, err = capsys.readouterr()
+    assert "ERROR" not in out + err and "incompatible" not in out + err
+    assert setup.PIN_NOTE in out and "FINN environment ready" in out
+    assert err.strip().splitlines() == ["ib-brevitas finn-setup: warning: pip check: foo 1.0 has requirement bar<2, but you have bar 3."]
+    installs = [c for c in fake.calls if "install" in c]
+    assert len(installs) == 4 and all("-q" in c and "--no-warn-conflicts" in c for c in installs)
+    assert "--no-deps" in installs[1] and setup.BREVITAS in installs[1] and setup.FINN_PLUS in installs[1]
+    assert "incompatible" in (env / "finn-setup.log").read_text()  # pip's words are kept, in the log
+
+
+def test_finn_setup_failure_names_the_step_and_the_log(tmp_path, monkeypatch, capsys):
+    import ib_brevitas.export.finn_setup as setup
+    from ib_brevitas.cli import main
+
+    monkeypatch.setattr(setup.subprocess, "run", FakePip(fail_step=3))
+    env = tmp_path / "env"
+    assert main(["finn-setup", str(env), "--force", "--python", "python3.11"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ib-brevitas finn-setup: error: pip install ")
+    assert "onnx==1.21.0" in err.splitlines()[0] and str(env / "finn-setup.log") in err
+
+
+@needs_finn
+def test_the_real_env_has_only_the_deliberate_conflict():
+    from ib_brevitas.export.finn_setup import unexpected_conflicts
+
+    assert unexpected_conflicts(finn_python()) == []
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,7 @@ def create_env(
         raise RuntimeError(f"FINN environment at {env_dir} was installed but does not work: {msg} (log: {log})")
     print(f"  {PIN_NOTE}")
     for line in unexpected_conflicts(py):
-        print(f"  warning: pip check: {line}", file=sys.stderr)
+        print(f"ib-brevitas finn-setup: warning: pip check: {line}", file=sys.stderr)
     print(f"FINN environment ready at {env_dir} in {time.time() - start:.0f} s ({msg}; pip log: {log})")
     return env_dir
 
