@@ -61,7 +61,7 @@ def bench_kernel(quick: bool) -> None:
 
 def _syn_run(act: str, codes_fn: bool = True):
     from ib_brevitas import InformationPlane
-    from ib_brevitas.experiments.train import build_run
+    from ib_brevitas.experiments.paper_run import build_run
 
     run = build_run(dict(seed=0, test_fraction=0.2, activation=act, bits=8, lr=1e-4, batch_size=256))
     if not codes_fn:  # the general path: the hooked Brevitas pass only
@@ -96,7 +96,7 @@ def bench_training(quick: bool) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     from ib_brevitas.monitor import JsonlSink
-    from ib_brevitas.experiments.train import train_epoch
+    from ib_brevitas.experiments.paper_run import train_epoch
 
     torch.set_num_threads(1)
     epochs = 60 if quick else 400

@@ -52,23 +52,30 @@ class PackedCodes:
     def _unsigned(self, codes: torch.Tensor) -> torch.Tensor:
         """Map codes onto 0 .. 2^b - 1, refusing anything outside the declared range.
 
-        Up to 8 bits this works in uint8 (no wider copies of large activations):
-        c -> c + 2^(b-1) mod 256 is a bijection on bytes that sends exactly the
-        in-range signed codes to 0 .. 2^b - 1, so `u < 2^b` is an exact range check.
+        The range is checked on the codes as given, before any cast (a cast to
+        the uint8 container would wrap 300 onto 44). Up to 8 bits the mapping
+        then works in uint8: c -> c + 2^(b-1) mod 256 sends the in-range signed
+        codes to 0 .. 2^b - 1.
         """
         b = self.bit_width
+        if codes.dtype == torch.bool:
+            codes = codes.to(torch.uint8)
         if self.signed and b == 1:
             ok = bool((codes.abs() == 1).all())
             u = (codes > 0).to(torch.uint8)
-        elif b <= 8:
-            u = codes.to(torch.uint8)
-            if self.signed:
-                u = u + (1 << (b - 1))  # wraps mod 256
-            ok = b == 8 or bool((u < (1 << b)).all())
         else:
-            c = codes.to(torch.int64)
-            u = c - (-(1 << (b - 1)) if self.signed else 0)
-            ok = bool(((u >= 0) & (u < (1 << b))).all())
+            lo, hi = (-(1 << (b - 1)), (1 << (b - 1)) - 1) if self.signed else (0, (1 << b) - 1)
+            if codes.numel():
+                mn, mx = torch.aminmax(codes)
+                ok = lo <= int(mn) and int(mx) <= hi
+            else:
+                ok = True
+            if b <= 8:
+                u = codes.to(torch.uint8)
+                if self.signed:
+                    u = u + (1 << (b - 1))  # wraps mod 256
+            else:
+                u = codes.to(torch.int64) - lo
         if not ok:
             raise ValueError(
                 f"layer {self.layer!r}: integer codes fall outside the {b}-bit "

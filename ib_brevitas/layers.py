@@ -18,21 +18,31 @@ from brevitas.proxy.runtime_quant import ActQuantProxyFromInjector
 
 from ib_brevitas.state import observation
 
-_PROXY_ATTRS = ("act_quant", "output_quant")
+# The one list of attribute names under which Brevitas keeps an integer-producing proxy.
+PROXY_ATTRS = ("act_quant", "output_quant")
 
 
 def quant_proxy(module: torch.nn.Module) -> ActQuantProxyFromInjector | None:
     """The enabled integer-producing proxy of `module`, or None."""
-    for attr in _PROXY_ATTRS:
+    for attr in PROXY_ATTRS:
         proxy = getattr(module, attr, None)
         if isinstance(proxy, ActQuantProxyFromInjector) and proxy.is_quant_enabled:
             return proxy
     return None
 
 
+def quant_proxy_attr(module: torch.nn.Module) -> str:
+    """Attribute name ('act_quant' or 'output_quant') of the module's enabled integer proxy."""
+    for attr in PROXY_ATTRS:
+        proxy = getattr(module, attr, None)
+        if isinstance(proxy, ActQuantProxyFromInjector) and proxy.is_quant_enabled:
+            return attr
+    raise ValueError(f"{type(module).__name__} has no enabled {'/'.join(PROXY_ATTRS)} proxy")
+
+
 def why_not_quant(name: str, module: torch.nn.Module) -> str:
     """A sentence saying why `module` has no integer representation."""
-    for attr in _PROXY_ATTRS:
+    for attr in PROXY_ATTRS:
         proxy = getattr(module, attr, None)
         if isinstance(proxy, ActQuantProxyFromInjector) and not proxy.is_quant_enabled:
             return (
@@ -112,8 +122,13 @@ def forward_with_proxy_hooks(
     In eval mode under no_grad, leaving no trace (`state.observation`); the
     hooks are removed whatever happens.
     """
-    handles = [quant_proxy(m).register_forward_hook(hook_for(name)) for name, m in modules.items()]
+    handles = []
     try:
+        for name, module in modules.items():
+            proxy = quant_proxy(module)
+            if proxy is None:  # e.g. its quantizer was disabled after the layer was chosen
+                raise ValueError(why_not_quant(name, module))
+            handles.append(proxy.register_forward_hook(hook_for(name)))
         with observation(model):
             for batch in batches:
                 model(batch)

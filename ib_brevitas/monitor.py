@@ -1,67 +1,54 @@
 """`InformationPlane`: measure exact per-layer MI of a Brevitas model while it trains.
 
-One measurement is one hooked forward pass over the probe set in eval mode:
-hooks on the integer-producing proxies pack each batch's `QuantTensor.int()`
-codes into a per-layer store, then the pure functions in `functional` count
-them. The monitor only gathers codes; it never computes MI itself, and it
-leaves no trace on training (see `state.observation`).
+One measurement is one probe pass (`probe`: hooks on the integer-producing
+proxies read `QuantTensor.int()` in eval mode, leaving no trace on training)
+whose packed codes the pure functions in `functional` count into `LayerMI`
+records, which go to the sinks (`sinks`). The monitor only gathers codes.
 
 `measure_async` takes the probe pass now and leaves counting, history and sinks
-to one background thread (in call order), so on a machine with a spare core a
-training loop only waits for the probe pass.
+to one background thread (in call order). `with InformationPlane(...) as
+plane:` (or `close()`) flushes and stops that thread, also on an exception;
+`state_dict()` / `load_state_dict()` resume it in any loop; `record_to(dir)` is
+the one call that writes a run directory's records, phase events and
+TensorBoard data as `ib-brevitas train` does.
 
-A model with a faster exact way to its codes (the SYN net's
-`fastpath.SynFastPath.codes`) can hand it over as `codes_fn`; the monitor keeps
-checking it against the hooked pass and records hooked codes whenever the two
-would differ, so records never depend on trusting it.
+A `codes_fn` (e.g. the fast engine's) is trusted only as far as it is checked:
+the first probe pass and every `verify_every`-th one run the hooked pass too and
+compare every code; a difference drops it for good, with a warning, and that
+measurement records the hooked codes. Between two checks the records are what
+`codes_fn` returned (range-checked against each layer's bit width), so a
+`codes_fn` that goes wrong after a check can affect at most `verify_every - 1`
+measurements before it is caught.
 """
 
 from __future__ import annotations
 
 import collections
+import math
+import numbers
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from brevitas.quant_tensor import IntQuantTensor
 
+from ib_brevitas import probe
 from ib_brevitas.codes import PackedCodes
 from ib_brevitas.functional import as_code_rows, information_plane_point, unique_rows
-from ib_brevitas.layers import forward_with_proxy_hooks, select_layers
-from ib_brevitas.files import append_jsonl
-from ib_brevitas.records import LayerMI
+from ib_brevitas.layers import select_layers
+from ib_brevitas.records import LayerMI, record_from_dict
+from ib_brevitas.sinks import JsonlSink, PhaseSink, Sink, as_sink, close_sink
 
-Sink = Callable[[list[LayerMI]], None]
-CodesFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
-
-# Codes are read from at most this many activation values at a time, so the
-# float temporaries of QuantTensor.int() stay small next to the batch itself.
-_CHUNK_VALUES = 1 << 20
+__all__ = ["InformationPlane", "JsonlSink"]
 
 # measure_async: at most this many measurements wait for counting; a further
 # call first waits for the oldest, so a slow count cannot pile up codes in memory.
 _MAX_PENDING = 2
-
-
-def _sample_chunks(out: IntQuantTensor):
-    """Split an IntQuantTensor along the batch dimension (scale/zero point follow when batched)."""
-    batch = out.value.shape[0]
-    step = max(1, _CHUNK_VALUES // max(1, out.value[0].numel()))
-    if step >= batch:
-        yield out
-        return
-
-    def part(t, s):
-        batched = t.dim() == out.value.dim() and t.shape[0] == batch and batch > 1
-        return t[s : s + step] if batched else t
-
-    for s in range(0, batch, step):
-        yield IntQuantTensor(
-            out.value[s : s + step], part(out.scale, s), part(out.zero_point, s),
-            out.bit_width, out.signed, out.training,
-        )
+# Default probe batch: as many samples as keep the float activations of the
+# measured layers (x 8 for Brevitas' temporaries) under this many bytes.
+PROBE_BATCH_BYTES = 256 << 20
+_STATE_VERSION = 1
 
 
 def _as_inputs(inputs: Any) -> torch.Tensor:
@@ -76,7 +63,12 @@ def _as_inputs(inputs: Any) -> torch.Tensor:
 
 
 def _as_labels(labels: Any, n: int) -> np.ndarray:
-    y = as_code_rows(labels, "labels")
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.dtype.kind == "f":
+        raise TypeError(
+            f"labels are {arr.dtype}: pass integer class labels (e.g. labels.long()), one per probe sample"
+        )
+    y = as_code_rows(arr, "labels")
     if y.shape[0] != n:
         raise ValueError(
             f"labels have {y.shape[0]} rows but inputs have {n}: pass exactly one label per "
@@ -85,14 +77,12 @@ def _as_labels(labels: Any, n: int) -> np.ndarray:
     return y
 
 
-class JsonlSink:
-    """Append each measurement's records to a JSON-lines file (flushed and fsync'ed)."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __call__(self, records: list[LayerMI]) -> None:
-        append_jsonl(self.path, [r.to_dict() for r in records])
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
 
 
 class InformationPlane:
@@ -104,16 +94,15 @@ class InformationPlane:
     inputs, labels: the probe set (N, ...) and its N integer labels; X is
         uniform over these N samples.
     layers: "auto" (every integer point, see `find_quant_layers`) or names.
-    batch_size: samples per forward pass of the probe set.
+    batch_size: samples per forward pass of the probe set; default: as many as
+        keep the measured layers' float activations under `PROBE_BATCH_BYTES`
+        (256 MiB), so a small model runs its probe set in one pass.
     device: where the probe batches go; default: the model's device.
     codes_fn: optional faster source of the very same codes: called under
         no_grad with a batch of probe inputs, it returns {layer name: integer
         codes of shape (B, ...)} for every selected layer, exactly as
-        `QuantTensor.int()` gives them in eval mode, and changes no state (e.g.
-        `SynFastPath(model).codes`). The first probe pass and every
-        `verify_every`-th one after it also run the hooked Brevitas pass and
-        compare: if the codes differ in any layer, that pass records the hooked
-        codes, a RuntimeWarning names the layer, and `codes_fn` is dropped.
+        `QuantTensor.int()` gives them in eval mode, and changes no state.
+        Checked against the hooked pass as the module docstring says.
     verify_every: probe passes between two such checks of `codes_fn`.
     """
 
@@ -123,162 +112,167 @@ class InformationPlane:
         inputs: Any,
         labels: Any,
         layers: Any = "auto",
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         device: Any = None,
-        codes_fn: CodesFn | None = None,
+        codes_fn: probe.CodesFn | None = None,
         verify_every: int = 100,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if verify_every < 1:
-            raise ValueError(f"verify_every must be >= 1, got {verify_every}")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (a Brevitas model), got {type(model).__name__}")
+        if layers is None or not isinstance(layers, (str, list, tuple)):
+            raise TypeError(f"layers must be 'auto' or a list of module names, got {layers!r}")
+        verify_every = _check_int("verify_every", verify_every, 1)
+        if batch_size is not None:
+            batch_size = _check_int("batch_size", batch_size, 1)
         if codes_fn is not None and not callable(codes_fn):
             raise TypeError("codes_fn must be callable: inputs batch -> {layer name: integer codes}")
         self.model = model
         self.inputs = _as_inputs(inputs)
         self.labels = _as_labels(labels, self.inputs.shape[0])
-        self.batch_size = batch_size
         if device is None:
             param = next(model.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
         self.device = torch.device(device)
         example = self.inputs[:2].to(self.device)
-        self._modules = select_layers(model, layers, example_input=example)
+        try:
+            self._modules = select_layers(model, layers, example_input=example)
+        except RuntimeError as e:  # e.g. a shape mismatch inside the model's forward
+            first = str(e).splitlines()[0][:200]
+            raise ValueError(
+                f"the model cannot run the probe inputs of shape {tuple(self.inputs.shape)} ({first}); "
+                "pass inputs shaped as the model expects"
+            ) from None
         self.layer_names = list(self._modules)
+        self.batch_size = batch_size or self._default_batch_size(example)
         self.history: list[LayerMI] = []
         self._sinks: list[Sink] = []
+        self._phases: PhaseSink | None = None
         self._label_groups = unique_rows(self.labels)
         self.codes_fn = codes_fn
         self.verify_every = verify_every
         self._passes = 0
-        self._layout: dict[str, tuple[int, int, bool]] = {}  # name -> (width, bit width, signed)
+        self._layout: probe.Layout = {}
         self._executor: ThreadPoolExecutor | None = None
         self._pending: collections.deque[Future] = collections.deque()
         self._failed: BaseException | None = None
+        self._closed = False
+
+    def _default_batch_size(self, example: torch.Tensor) -> int:
+        widths = [s.width for s in probe.hooked_codes(self.model, self._modules, example, 2, self.device).values()]
+        per_sample = 4 * 8 * max(1, sum(widths))
+        return int(min(self.n_samples, max(1, PROBE_BATCH_BYTES // per_sample)))
 
     @property
     def n_samples(self) -> int:
         return int(self.inputs.shape[0])
 
-    def add_sink(self, sink: Sink) -> None:
-        """Call `sink(records)` after every measurement (e.g. `JsonlSink(path)`)."""
-        self._sinks.append(sink)
+    # ------------------------------------------------------------ sinks
+    def add_sink(self, sink: Any) -> None:
+        """Pass every measurement's records to `sink.write(records)` (or `sink(records)`)."""
+        self._sinks.append(as_sink(sink))
 
-    def log_to(self, writer) -> None:
-        """Log every measurement to a SummaryWriter the user already has.
+    def log_to(self, writer: Any) -> None:
+        """Log every measurement to a SummaryWriter the user already has (not closed by the plane).
 
         Writes the scalars `ib/I_XT/<layer>` and `ib/I_TY/<layer>` and the
         information-plane plugin's data, at global step = epoch.
         """
+        self.add_sink(self._tensorboard_sink(writer))
+
+    @staticmethod
+    def _tensorboard_sink(writer: Any):
         from ib_brevitas.tensorboard.summary import TensorBoardSink
 
-        sink = TensorBoardSink(writer=writer)
-        self.add_sink(lambda records: sink.write(records, step=records[0].epoch))
+        if not hasattr(writer, "add_summary") and not hasattr(writer, "_get_file_writer"):
+            raise TypeError(
+                f"log_to takes a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}; "
+                "for a directory use SummaryWriter(log_dir) or record_to(run_dir)"
+            )
+        if getattr(writer, "all_writers", True) is None:
+            raise ValueError("log_to: this SummaryWriter is closed; pass an open one")
+        return TensorBoardSink(writer=writer)
 
-    def collect(self) -> dict[str, PackedCodes]:
-        """One probe pass over the probe set: packed codes per layer.
+    def record_to(self, run_dir: Any, writer: Any = None, phases: bool = True,
+                  on_events: Callable[[list[Any]], Any] | None = None, **thresholds: float) -> Any:
+        """Write records to `run_dir`'s mi.jsonl (+ phase events, + `writer`'s TensorBoard data).
 
-        The hooked Brevitas pass, or `codes_fn` once it has been checked
-        against that pass (see the class docstring).
+        The run directory is made to agree with this plane first: after
+        `load_state_dict`, mi.jsonl and phases.jsonl are rewritten to exactly
+        the restored history (what a crash wrote after the checkpoint goes);
+        a fresh plane refuses a directory that already holds records.
+        Returns the `RunDir`.
         """
-        return self._probe()()
+        from ib_brevitas.phases import PhaseTracker
+        from ib_brevitas.rundir import RunDir, RunDirError
 
-    def _probe(self) -> Callable[[], dict[str, PackedCodes]]:
-        """Run the probe pass now; return what packs its codes (done already by the hooked pass)."""
-        checking = self.codes_fn is not None and self._passes % self.verify_every == 0
+        rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        rd.create()
+        if not self.history and rd.read_records():
+            raise RunDirError(
+                f"{rd.records_path} already holds records: load this plane's state_dict from the run's "
+                "checkpoint to resume it, or record to another directory"
+            )
+        last = self.history[-1].epoch if self.history else -1
+        rd.truncate_records(last)
+        if len(rd.read_records()) != len(self.history):  # a damaged log: the history is the truth
+            from ib_brevitas.files import write_jsonl
+
+            write_jsonl(rd.records_path, [r.to_dict() for r in self.history])
+        self.add_sink(JsonlSink(rd.records_path))
+        tb = self._tensorboard_sink(writer) if writer is not None else None
+        if tb is not None:
+            self.add_sink(tb)
+        if phases:
+            tracker = PhaseTracker.from_records(self.history, **thresholds)
+            rd.write_events(tracker.events)
+            self._phases = PhaseSink(tracker, rd, tb, on_events)
+            self.add_sink(self._phases)
+        return rd
+
+    @property
+    def phase_tracker(self) -> Any:
+        """The `PhaseTracker` fed by `record_to(..., phases=True)`, else None."""
+        return None if self._phases is None else self._phases.tracker
+
+    def finish_phases(self) -> dict[str, Any]:
+        """End of training: flush, emit the final phase events, return the per-layer verdicts."""
+        self.flush()
+        if self._phases is None:
+            raise RuntimeError("no phase tracking: call record_to(run_dir) (phases=True) first")
+        epoch = self.history[-1].epoch if self.history else 0
+        self._phases.finish(epoch)
+        return self._phases.tracker.verdicts()
+
+    # ------------------------------------------------------------ probe pass
+    def collect(self) -> dict[str, PackedCodes]:
+        """One probe pass over the probe set: packed codes per layer."""
+        self._check_open()
+        return self._probe()[0]()
+
+    def collect_codes(self) -> dict[str, np.ndarray]:
+        """Integer codes per layer, (N, width) int64, exactly as `QuantTensor.int()` gave them."""
+        return {name: store.unpack() for name, store in self.collect().items()}
+
+    def _probe(self) -> tuple[Callable[[], dict[str, PackedCodes]], dict[str, float | None]]:
+        """Run the probe pass now; return what packs its codes, and the layers' scales now."""
+        # Also check when no hooked pass has given the layout yet (a plane resumed mid-cadence).
+        checking = self.codes_fn is not None and (self._passes % self.verify_every == 0 or not self._layout)
         self._passes += 1
+        scales = probe.layer_scales(self.model, self._modules)
         if self.codes_fn is not None and not checking:
-            batches = self._codes_fn_batches()
-            return lambda: self._pack(batches)
-        stores = self._collect_hooked()
+            raw = probe.codes_fn_batches(self.codes_fn, self.inputs, self.batch_size, self.device)
+            return (lambda: probe.pack_batches(raw, self._layout, self.layer_names, self.n_samples)), scales
+        stores = probe.hooked_codes(self.model, self._modules, self.inputs, self.batch_size, self.device)
         self._layout = {name: (s.width, s.bit_width, s.signed) for name, s in stores.items()}
         if checking:
             self._check_codes_fn(stores)
-        return lambda: stores
-
-    def _collect_hooked(self) -> dict[str, PackedCodes]:
-        """One hooked forward pass of the model over the probe set."""
-        stores: dict[str, PackedCodes] = {}
-        n = self.n_samples
-
-        def hook_for(name: str):
-            def hook(_module, _inputs, out):
-                if not isinstance(out, IntQuantTensor):
-                    raise ValueError(
-                        f"layer {name!r}: its quantizer returned {type(out).__name__}, not an "
-                        "IntQuantTensor, so it has no integer codes to measure"
-                    )
-                bit_width = float(out.bit_width)
-                if bit_width != int(bit_width):
-                    raise ValueError(f"layer {name!r}: bit width {bit_width} is not an integer")
-                store = stores.get(name)
-                if store is None:
-                    width = int(out.value[0].numel())
-                    store = stores[name] = PackedCodes(name, n, width, int(bit_width), bool(out.signed))
-                elif int(bit_width) != store.bit_width:
-                    raise ValueError(f"layer {name!r}: bit width changed within one probe pass")
-                for chunk in _sample_chunks(out):
-                    if not torch.isfinite(chunk.value).all():
-                        raise ValueError(
-                            f"layer {name!r}: NaN or inf reached this quantized layer; the model "
-                            "has diverged (check the learning rate and the inputs)"
-                        )
-                    store.append(chunk.int())
-
-            return hook
-
-        batches = (self.inputs[s : s + self.batch_size].to(self.device) for s in range(0, n, self.batch_size))
-        forward_with_proxy_hooks(self.model, self._modules, hook_for, batches)
-        missing = [name for name in self.layer_names if name not in stores]
-        if missing:
-            raise ValueError(f"layers {missing} produced no codes during the probe pass")
-        return self._complete(stores)
-
-    def _complete(self, stores: dict[str, PackedCodes]) -> dict[str, PackedCodes]:
-        n = self.n_samples
-        for name, store in stores.items():
-            if store.filled != n:
-                raise ValueError(
-                    f"layer {name!r} produced {store.filled} code rows for {n} samples; a layer "
-                    "called more or less than once per sample cannot be measured"
-                )
-        return {name: stores[name] for name in self.layer_names}
-
-    def _codes_fn_batches(self) -> list[Mapping[str, torch.Tensor]]:
-        """The probe set through `codes_fn`: its raw output per batch."""
-        with torch.no_grad():
-            return [
-                self.codes_fn(self.inputs[start : start + self.batch_size].to(self.device))
-                for start in range(0, self.n_samples, self.batch_size)
-            ]
-
-    def _pack(self, batches: list[Mapping[str, torch.Tensor]]) -> dict[str, PackedCodes]:
-        """Pack `codes_fn` output like the hooked pass packs its codes (same layout)."""
-        stores = {name: PackedCodes(name, self.n_samples, *self._layout[name]) for name in self.layer_names}
-        for codes in batches:
-            missing = [name for name in self.layer_names if name not in codes]
-            if missing:
-                raise ValueError(
-                    f"codes_fn returned no codes for the layers {missing}; it must return "
-                    f"{{name: codes}} for every measured layer ({self.layer_names})"
-                )
-            for name, store in stores.items():
-                c = codes[name]
-                if torch.is_floating_point(c) or torch.is_complex(c):
-                    raise TypeError(f"codes_fn returned {c.dtype} codes for layer {name!r}; return integer codes")
-                store.append(c)
-        return self._complete(stores)
+        return (lambda: stores), scales
 
     def _check_codes_fn(self, hooked: dict[str, PackedCodes]) -> None:
         """Compare `codes_fn` with the hooked pass; drop it (with a warning) if any layer differs."""
         try:
-            mine = self._pack(self._codes_fn_batches())
-            differ = {
-                name: int((mine[name].rows != store.rows).any(axis=1).sum())
-                for name, store in hooked.items()
-                if not np.array_equal(mine[name].rows, store.rows)
-            }
-            problem = ", ".join(f"{name!r} ({k} of {self.n_samples} samples)" for name, k in differ.items())
+            raw = probe.codes_fn_batches(self.codes_fn, self.inputs, self.batch_size, self.device)
+            problem = probe.compare(probe.pack_batches(raw, self._layout, self.layer_names, self.n_samples), hooked)
         except (ValueError, TypeError) as e:
             problem = str(e)
         if problem:
@@ -286,18 +280,16 @@ class InformationPlane:
                 f"codes_fn disagrees with the hooked Brevitas pass: {problem}. This measurement and all "
                 "later ones use the hooked pass (exact, slower); fix codes_fn or leave it unset.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             self.codes_fn = None
 
-    def collect_codes(self) -> dict[str, np.ndarray]:
-        """Integer codes per layer, (N, width) int64, exactly as `QuantTensor.int()` gave them."""
-        return {name: store.unpack() for name, store in self.collect().items()}
-
+    # ------------------------------------------------------------ measuring
     def measure(self, epoch: int, step: int | None = None) -> list[LayerMI]:
         """Measure every layer now; append to `history`, pass to the sinks, return the records."""
+        epoch, step = self._check_call(epoch, step)
         self.flush()
-        return self._record(self._probe(), epoch, step)
+        return self._record(*self._probe(), epoch, step)
 
     def measure_async(self, epoch: int, step: int | None = None) -> Future:
         """Like `measure`, but only the probe pass runs now; returns a Future of the records.
@@ -309,13 +301,23 @@ class InformationPlane:
         failure no later measurement reaches the sinks (no gaps), and the
         error is raised by the next call here or by `flush()`.
         """
+        epoch, step = self._check_call(epoch, step)
         self._reap(wait=len(self._pending) >= _MAX_PENDING)
-        pack = self._probe()
+        pack, scales = self._probe()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ib-brevitas-mi")
-        future = self._executor.submit(self._record, pack, epoch, step, True)
+        future = self._executor.submit(self._record, pack, scales, epoch, step, True)
         self._pending.append(future)
         return future
+
+    def _check_call(self, epoch: Any, step: Any) -> tuple[int, int | None]:
+        self._check_open()
+        epoch = _check_int("epoch", epoch, -(1 << 62))
+        return epoch, None if step is None else _check_int("step", step, 0)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this InformationPlane is closed; create a new one to measure again")
 
     def flush(self) -> None:
         """Wait until every `measure_async` so far is counted and in the sinks; raise its error if one failed."""
@@ -328,9 +330,8 @@ class InformationPlane:
             if not every:
                 wait = False
 
-    def _record(
-        self, pack: Callable[[], dict[str, PackedCodes]], epoch: int, step: int | None, background: bool = False
-    ) -> list[LayerMI]:
+    def _record(self, pack: Callable[[], dict[str, PackedCodes]], scales: dict[str, float | None],
+                epoch: int, step: int | None, background: bool = False) -> list[LayerMI]:
         """Pack and count one probe pass: records into `history` and the sinks."""
         if self._failed is not None:
             raise RuntimeError(
@@ -341,27 +342,89 @@ class InformationPlane:
             records = []
             for index, (name, store) in enumerate(pack().items()):
                 point = information_plane_point(store.rows, self.labels, label_groups=self._label_groups)
-                records.append(
-                    LayerMI(
-                        layer=name,
-                        epoch=int(epoch),
-                        step=None if step is None else int(step),
-                        i_xt=point.h_t,
-                        i_ty=point.i_ty,
-                        h_t=point.h_t,
-                        n_distinct=point.n_distinct,
-                        n_samples=point.n_samples,
-                        bit_width=store.bit_width,
-                        width=store.width,
-                        layer_index=index,
-                        h_y=point.h_y,
-                    )
-                )
+                records.append(LayerMI(
+                    layer=name, epoch=epoch, step=step, i_xt=point.h_t, i_ty=point.i_ty, h_t=point.h_t,
+                    n_distinct=point.n_distinct, n_samples=point.n_samples, bit_width=store.bit_width,
+                    width=store.width, layer_index=index, h_y=point.h_y,
+                    saturated=point.n_distinct == point.n_samples, scale=scales.get(name),
+                ))
+            if not self.history:
+                self._warn_if_all_injective(records)
             self.history.extend(records)
             for sink in self._sinks:
-                sink(records)
+                sink.write(records)
         except BaseException as e:
             if background:
                 self._failed = e
             raise
         return records
+
+    def _warn_if_all_injective(self, records: list[LayerMI]) -> None:
+        if records and all(r.saturated for r in records) and self.n_samples > 1:
+            warnings.warn(
+                f"every measured layer gives each of the {self.n_samples} probe samples its own code "
+                f"(I(X;T) = log2 N = {math.log2(self.n_samples):.2f} bits in all layers): the probe set is too "
+                "small to show any compression; use more probe samples (e.g. the whole data set)",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+
+    # ------------------------------------------------------------ lifecycle and state
+    def close(self) -> None:
+        """Flush pending measurements, stop the worker thread, close the sinks; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            for sink in self._sinks:
+                close_sink(sink)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "InformationPlane":
+        self._check_open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as close_error:  # keep the user's exception; say what else failed
+            warnings.warn(f"InformationPlane.close() after {exc_type.__name__}: {close_error!r}", RuntimeWarning)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume needs (flushes first): history, probe-pass count, whether codes_fn survives."""
+        self.flush()
+        return {
+            "version": _STATE_VERSION,
+            "layer_names": list(self.layer_names),
+            "n_samples": self.n_samples,
+            "history": [r.to_dict() for r in self.history],
+            "passes": self._passes,
+            "codes_fn_dropped": self._passes > 0 and self.codes_fn is None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict()`: same layers and probe size required; before `record_to`."""
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise ValueError("not an InformationPlane state_dict (or of another version)")
+        if state["layer_names"] != self.layer_names or state["n_samples"] != self.n_samples:
+            raise ValueError(
+                f"the saved plane measured layers {state['layer_names']} on {state['n_samples']} samples, this "
+                f"one {self.layer_names} on {self.n_samples}; build it with the same model and probe set"
+            )
+        if self._sinks or self.history:
+            raise RuntimeError("load_state_dict must come before any measurement or sink (record_to, add_sink)")
+        self.history = [record_from_dict(r, "InformationPlane state_dict") for r in state["history"]]
+        self._passes = int(state["passes"])
+        if state["codes_fn_dropped"]:
+            self.codes_fn = None

@@ -28,7 +28,7 @@ from ib_brevitas.codes import PackedCodes
 from ib_brevitas.export.qonnx import QONNX_QUANT_OPS, node_scope
 from ib_brevitas.export.report import ExportReport, LayerCheck
 from ib_brevitas.functional import information_plane_point
-from ib_brevitas.layers import quant_proxy
+from ib_brevitas.layers import quant_proxy_attr
 
 RTOL = 1e-5  # float outputs: relative to the largest |model output|
 ATOL = 1e-6
@@ -37,13 +37,7 @@ INTEGRAL_TOL = 1e-3  # how far value/scale + zero_point may sit from an integer
 FLOAT_FUNCTIONS = ("Tanh", "Sigmoid", "Softmax", "Exp", "Log", "Erf", "HardSigmoid")
 
 
-def proxy_attr(module: torch.nn.Module) -> str:
-    """Attribute name ('act_quant' or 'output_quant') of the module's integer-producing proxy."""
-    proxy = quant_proxy(module)
-    for attr in ("act_quant", "output_quant"):
-        if getattr(module, attr, None) is proxy:
-            return attr
-    raise ValueError(f"{type(module).__name__} has no enabled act_quant/output_quant proxy")
+proxy_attr = quant_proxy_attr  # the name verify has always used
 
 
 def locate(graph: onnx.GraphProto, scope: str, fmt: str) -> tuple[onnx.NodeProto | None, str]:

@@ -1,0 +1,182 @@
+"""The loop behind `ib-brevitas train`: epochs, measurements, checkpoints, into one `RunDir`.
+
+The monitor writes the records, phase events and TensorBoard data
+(`InformationPlane.record_to`); this loop adds the metrics file, checkpoints
+and the end-of-run summary. On resume the checkpoint's copy of the records is
+the truth: mi.jsonl and phases.jsonl are made to agree with it.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ib_brevitas.experiments.paper_run import build_run, checkpoint_state, evaluate, restore, train_epoch
+from ib_brevitas.formatting import format_table
+from ib_brevitas.phases import format_verdicts
+from ib_brevitas.records import LayerMI
+from ib_brevitas.rundir import RunDir, RunDirError
+
+
+def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threads: int = 1,
+                      checkpoint_secs: float = 60.0, progress: bool = True) -> int:
+    torch.set_num_threads(threads)
+    run = build_run(config)
+    epochs, every = config["epochs"], config["mi_every"]
+    last = _resume_point(rd, run) if resume else -1
+    rd.write_config(config)  # after the resume checks: it never names a length the records contradict
+    rd.truncate_metrics(last)
+
+    # A fresh run also writes a purge marker: TensorBoard's Python loader ignores
+    # a run's first one, so only then do the markers of later resumes take effect.
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(rd.path), purge_step=last + 1 if last >= 0 else 0, flush_secs=10)
+
+    def say(events: list[Any]) -> None:
+        for e in events:
+            tqdm.write(f"epoch {e.epoch}: {e.layer} {e.kind.replace('_', ' ')}")
+
+    plane = run.plane
+    plane.record_to(rd, writer=writer, on_events=say, **config["phase_thresholds"])
+    saved_at = time.monotonic()
+    metrics: dict[str, float] = {}
+
+    def save(epoch: int) -> None:
+        nonlocal saved_at
+        # Records and events up to here must be on disk before a checkpoint says they
+        # are (a resume purges TensorBoard after it); SummaryWriter flushes every 10 s anyway.
+        state = checkpoint_state(run, epoch)
+        writer.flush()
+        rd.save_checkpoint(state)
+        saved_at = time.monotonic()
+
+    def measure(epoch: int, train_loss: float | None) -> None:
+        nonlocal metrics
+        metrics = evaluate(run)
+        for k, v in metrics.items():
+            split, name = k.split("_", 1)
+            writer.add_scalar(f"{name}/{split}", v, epoch)
+        rd.append_metrics({"epoch": epoch, **metrics, "train_loss_running": train_loss})
+        # Counting and the sinks run beside the next epochs; the codes are taken now.
+        plane.measure_async(epoch, step=epoch * run.steps_per_epoch)
+        if epoch == epochs or time.monotonic() - saved_at >= checkpoint_secs:
+            save(epoch)
+
+    stop = _StopAtEpochEnd()
+    try:
+        if last < 0:
+            measure(0, None)
+            last = 0
+        bar = tqdm(range(last + 1, epochs + 1), desc=rd.path.name, unit="epoch",
+                   initial=last, total=epochs, disable=not progress, file=sys.stderr)
+        with stop:
+            for epoch in bar:
+                train_loss = train_epoch(run)
+                if epoch % every == 0 or epoch == epochs:
+                    measure(epoch, train_loss)
+                    top = plane.history[-1] if plane.history else None  # the last counted measurement
+                    mi = dict(i_xt=f"{top.i_xt:.2f}", i_ty=f"{top.i_ty:.3f}") if top else {}
+                    bar.set_postfix(acc=f"{metrics['test_acc']:.3f}", **mi, refresh=False)
+                if stop.requested and epoch < epochs:
+                    save(epoch)
+                    bar.close()
+                    print(f"interrupted: checkpoint of epoch {epoch} saved in {rd.checkpoint_path}; continue "
+                          f"with: ib-brevitas train --resume --run-dir {rd.path}", file=sys.stderr)
+                    return 130
+        verdicts = plane.finish_phases()
+    finally:
+        try:
+            plane.close()  # whatever was measured before a crash is recorded
+        finally:
+            writer.close()
+
+    records = rd.read_records()
+    text = "\n".join([summary_table(records), format_verdicts(verdicts)])
+    rd.write_summary({"layers": [{"layer": name, **v.to_dict()} for name, v in verdicts.items()],
+                      "final_metrics": metrics}, text)
+    print(text)
+    if metrics:
+        print(f"final: train acc {metrics['train_acc']:.4f}, test acc {metrics['test_acc']:.4f}")
+    print(f"run directory: {rd.path}")
+    return 0
+
+
+class _StopAtEpochEnd:
+    """Ctrl-C asks the loop to checkpoint at the end of the epoch and stop; a second one stops at once."""
+
+    requested = False
+
+    def __enter__(self) -> "_StopAtEpochEnd":
+        self._old = signal.signal(signal.SIGINT, self._handle) if _main_thread() else None
+        return self
+
+    def _handle(self, *_: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _resume_point(rd: RunDir, run: Any) -> int:
+    """Load the checkpoint into `run`; -1 (start afresh) when there is none."""
+    state = rd.load_checkpoint()
+    if state is None:  # killed before its first checkpoint: training is deterministic, start again
+        rd.truncate_records(-1)
+        rd.write_events([])
+        return -1
+    if "plane" not in state:  # a checkpoint of ib-brevitas 0.1: the records come from mi.jsonl
+        _adopt_records(rd, run, int(state["epoch"]))
+    return restore(run, state)
+
+
+def _adopt_records(rd: RunDir, run: Any, last: int) -> None:
+    """Resume an 0.1 checkpoint: mi.jsonl must cover every measured epoch up to `last`."""
+    kept = rd.truncate_records(last)
+    every = run.config["mi_every"]
+    expected = {0, *range(every, last + 1, every), last}
+    have = {}
+    for r in kept:
+        have.setdefault(r.epoch, set()).add(r.layer)
+    missing = sorted(e for e in expected if have.get(e) != set(run.plane.layer_names))
+    if missing:
+        raise RunDirError(
+            f"{rd.records_path} does not cover the checkpoint (epoch {last}): no complete records for epochs "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}; restore the file, or start again with --overwrite"
+        )
+    run.plane.load_state_dict({
+        "version": 1, "layer_names": run.plane.layer_names, "n_samples": run.plane.n_samples,
+        "history": [r.to_dict() for r in kept], "passes": len(have), "codes_fn_dropped": False,
+    })
+
+
+def summary_table(records: list[LayerMI]) -> str:
+    """Per layer: I(X;T) and I(T;Y) at the first measurement, their maxima, and the last."""
+    by_layer: dict[str, list[LayerMI]] = {}
+    for r in sorted(records, key=lambda r: (r.layer_index, r.epoch)):
+        by_layer.setdefault(r.layer, []).append(r)
+    head = ["layer", "", "I(X;T) start", "max", "final", "I(T;Y) start", "max", "final"]
+    rows = []
+    for name, rs in by_layer.items():
+        xt, ty = [r.i_xt for r in rs], [r.i_ty for r in rs]
+        rows.append([name, "" if name == rs[0].label else rs[0].label]
+                    + [f"{v:.3f}" for v in (xt[0], max(xt), xt[-1], ty[0], max(ty), ty[-1])])
+    n = records[0].n_samples if records else 1
+    h_y = records[0].h_y if records else 0.0
+    return format_table(head, rows) + (f"\n(bits; bounds: I(X;T) <= log2 N = {math.log2(n):.3f}, "
+                                       f"I(T;Y) <= H(Y) = {h_y:.3f})")
