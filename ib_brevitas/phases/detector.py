@@ -170,7 +170,9 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
         Episode(epoch_value(e[k]), epoch_value(e[end]), float(sx[top]), float(sx[end]), float(sx[top] - sx[end]), rec)
         for k, end, (_, top, _, rec) in zip(knees, ends, falls)
     )
-    head = next((i for i, f in enumerate(falls) if f[1] == imax), None)  # the fall from the global peak
+    # the fall from the global peak: the first from a top within the peak tolerance of it
+    # (two tops equal up to noise: the earlier one; a peak held from the start: its end)
+    head = next((i for i, f in enumerate(falls) if sx[f[1]] >= peak - eps_peak), None)
     onset = None
     if drop >= thr and drop > 0:
         onset = knees[head]
