@@ -134,6 +134,7 @@ class SeedBatch:
         self._next_check = 0  # first seed of the next re-check sample
         self._codes_cache: tuple | None = None
         self._seed_steps = [(0, self.stack.counter)] * self.n_seeds  # (Adam step, counter) per seed
+        self._checked = False  # whether start() has checked the current weights
 
     @property
     def n_seeds(self) -> int:
@@ -178,12 +179,16 @@ class SeedBatch:
 
         x (S, n, ...), y (S, n): each seed's training split; generators: each
         seed's shuffle generator (one randperm(n) per epoch, as a single run).
-        Every `verify_every` epochs a sample of seeds is re-checked first.
+        The first epoch after construction or `load_state` runs `start()` on
+        (x, y) unless it ran; every `verify_every` epochs a sample of seeds is
+        re-checked first.
         """
         x, y = self._check_data(x, y)
         self._check_lockstep()
         if len(generators) != self.n_seeds:
             raise ValueError(f"need one shuffle generator per seed ({self.n_seeds}), got {len(generators)}")
+        if not self._checked:
+            self.start(x, y)
         if self.verify_every and self._epochs and self._epochs % self.verify_every == 0 and self.mode == "batched":
             k = min(self.verify_seeds, self.n_seeds)
             seeds = [(self._next_check + i) % self.n_seeds for i in range(k)]
@@ -346,8 +351,16 @@ class SeedBatch:
     def load_state(self, s: int, state: dict) -> None:
         """Load what `state(s)` (or a single run's checkpoint) holds into seed `s`."""
         m = self.models[s]
-        m.load_state_dict(state["model"])  # copies into the views
-        self._bind()  # load_state_dict may replace Brevitas submodules
+        self._checked = False  # start() checks the loaded weights
+        m.load_state_dict(state["model"])
+        st = self.stack
+        with torch.no_grad():  # into the stacks, whether or not it copied into the views
+            for fc, w, b in zip(_linears(m), st.weights, st.biases):
+                w[s].copy_(fc.weight)
+                b[s].copy_(fc.bias)
+            for rs, r in zip(relu_stats(m), st.running):
+                r[s].copy_(rs.running_stats)
+        self._bind()
         load_counters_state(m, state["counters"])
         opt = self._adam(s)
         opt.load_state_dict(state["optimizer"])
@@ -372,6 +385,9 @@ class SeedBatch:
         Call once before training (after loading states on resume). Returns
         whether the batched kernels are in use.
         """
+        self._checked = True
+        if self.mode == "brevitas":
+            return False
         try:
             self.verify(x, y, probe=probe)
             return True
