@@ -23,7 +23,9 @@ from ib_brevitas.phase_report import (
     summarize_runs,
 )
 from ib_brevitas.files import append_jsonl
+from ib_brevitas.phases import PhaseTracker, run_summary
 from ib_brevitas.records import LayerMI
+from ib_brevitas.rundir import RunDir
 
 EPOCHS = np.arange(80) * 5
 
@@ -290,5 +292,16 @@ def test_real_syn_runs_end_to_end(tmp_path, capsys):
 
 
 def test_short_real_syn_runs_end_to_end(tmp_path, capsys):
-    """A few epochs of tanh and ReLU through train and the CLI: verdicts, events and the table appear."""
-    _real_runs_through_cli(tmp_path, capsys, epochs=4, every=1, seeds=(0,))
+    """A few epochs of tanh and ReLU through train and the CLI: verdicts, events and the table appear;
+    tanh T1-T3 are injective on the probe set (saturated, fitting not observable)."""
+    results = _real_runs_through_cli(tmp_path, capsys, epochs=4, every=1, seeds=(0,))
+    tanh = results["tanh"]["runs"][0]["verdicts"]
+    for name, v in list(tanh.items())[:3]:
+        assert v["saturated"] and v["fitting"] is None and v["reason"] == "saturated", name
+    assert not list(tanh.values())[-1]["saturated"]  # the output layer is far below log2 N
+    run = RunDir(tmp_path / "tanh-s0").load()
+    tracker = PhaseTracker.from_records(run.records)
+    data, text = run_summary(run.records, tracker.verdicts())
+    json.dumps(data, allow_nan=False)
+    assert [d["label"] for d in data["layers"]] == [f"T{i}" for i in range(1, 7)]
+    assert [d["saturated"] for d in data["layers"]][:3] == [True] * 3 and "not observable" in text
