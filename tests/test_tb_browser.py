@@ -2,7 +2,11 @@
 real `tensorboard` command, and check the Information Plane tab in headless
 Debian chromium (Playwright) against mi.jsonl.
 
-Set IB_BREVITAS_SCREENSHOT=path.png to keep the screenshot (docs/img/ has one).
+Beside the trained runs: an old-format run (wire format 1), a run with four
+coincident layers, every phase event kind and a hardware table (another
+model), and a poisoned run (NaN values). Set IB_BREVITAS_SCREENSHOT=path.png
+to keep the screenshot of these; the README's pictures of the main job are
+`test_main_job_screenshots` (see its docstring).
 """
 
 from __future__ import annotations
@@ -40,14 +44,24 @@ import brevitas.nn as qnn  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from ib_brevitas import InformationPlane, JsonlSink  # noqa: E402
-from ib_brevitas.records import read_records  # noqa: E402
+from ib_brevitas.files import append_jsonl  # noqa: E402
+from ib_brevitas.phases import EVENT_KINDS, PhaseEvent  # noqa: E402
+from ib_brevitas.records import LayerMI, read_records  # noqa: E402
+from ib_brevitas.tensorboard import wire  # noqa: E402
 from ib_brevitas.tensorboard.summary import TensorBoardSink  # noqa: E402
+from test_tb_plugin import POISON_META, poison_rows, write_raw, write_v1_run  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
 TENSORBOARD = Path(sys.executable).with_name("tensorboard")
 EVIL = '<script>window.pwned=1<\\script><img src=x onerror="window.pwned=2">'
-RUNS = ["tiny-relu-seed0", "tiny-relu-seed1", EVIL, "one-point"]
+TRAINED = ["tiny-relu-seed0", "tiny-relu-seed1", EVIL, "one-point"]
+RUNS = [*TRAINED, "old-format", "coincident", "poisoned"]
+HW_ROWS = [{"layer": f"body.{i}.act", "hw_node": f"Thresholding_rtl_{i}", "bit_width": 8, "width": 12 - i,
+            "i_xt": 11.9 - i, "i_ty": 0.99, "lut": 12345 - i, "bram": 4, "dsp": 0, "cycles": 409600, "ints_match": True}
+           for i in range(5)]
+HW_TOTALS = {"lut": 61715, "bram": 20, "dsp": 0, "fps": 244.1, "latency_ns": 4096000.0, "fpga_part": "xczu3eg-sbva484-1-e",
+             "clock_ns": 10.0, "bit_exact": True}
 FRAME = "iframe[src*='plugin_entry.html?name=information_plane']"
 
 
@@ -88,6 +102,26 @@ class TinyRun:
         self.writer.flush()
 
 
+def write_coincident(run_dir: Path) -> None:
+    """Five layers, T1-T4 ending on one point (as on SYN), every phase event kind, a hardware table."""
+    recs = []
+    with TensorBoardSink(log_dir=run_dir) as sink:
+        for e in range(0, 60, 3):
+            t = 1 - math.exp(-e / 12)
+            rs = [LayerMI(layer=f"body.{i}.act", epoch=e, step=e, i_xt=(12 - (4 - i) * (1 - t) if i < 4 else 4 + 3 * t),
+                          i_ty=(0.99 - 0.1 * (1 - t) if i < 4 else 0.7 * t), h_t=1.0, n_distinct=4096, n_samples=4096,
+                          bit_width=8, width=12 - i, layer_index=i, h_y=0.99) for i in range(5)]
+            sink.write(rs)
+            recs += rs
+        last = {r.epoch: r for r in recs if r.layer == "body.4.act"}
+        sink.write_phase_events([
+            PhaseEvent(layer="body.4.act", kind=kind, epoch=e, i_xt=last[e].i_xt, i_ty=last[e].i_ty,
+                       detected_epoch=e + 9, detail={"drop_bits": 0.125 * (k + 1)})
+            for k, (kind, e) in enumerate(zip(EVENT_KINDS, (9, 21, 33, 45)))])
+        sink.write_hardware_table(HW_ROWS, HW_TOTALS, step=57)
+    append_jsonl(run_dir / "mi.jsonl", [r.to_dict() for r in recs])
+
+
 def mi_jsonl(logdir: Path, run: str) -> dict[str, list]:
     by_layer = defaultdict(list)
     for r in read_records(logdir / run / "mi.jsonl"):
@@ -117,15 +151,24 @@ def training(tmp_path_factory):
     torch.set_num_threads(1)
     logdir = tmp_path_factory.mktemp("runs")
     runs = {}
-    for seed, name in enumerate(RUNS):
+    for seed, name in enumerate(TRAINED):
         runs[name] = TinyRun(logdir / name, seed)
         runs[name].train(5 if name != "one-point" else 0)  # "one-point": only the untrained measurement
     # A phase marker as the phase tracker would write it, through a sink on the same writer.
     marked = mi_jsonl(logdir, RUNS[0])["4"][3]
-    TensorBoardSink(writer=runs[RUNS[0]].writer).write_phase_events([
-        {"layer": "4", "epoch": marked.epoch, "kind": "compression_start", "detail": {"drop_bits": 0.5},
-         "i_xt": marked.i_xt, "i_ty": marked.i_ty, "detected_epoch": 5}])
+    TensorBoardSink(writer=runs[RUNS[0]].writer).write_phase_events([PhaseEvent(
+        layer="4", kind="compression_started", epoch=marked.epoch, i_xt=marked.i_xt, i_ty=marked.i_ty,
+        detected_epoch=5, detail={"drop_bits": 0.5})])
     runs[RUNS[0]].writer.flush()
+    old = write_v1_run(logdir / "old-format", list(range(0, 12, 3)))
+    append_jsonl(logdir / "old-format" / "mi.jsonl", [r.to_dict() for r in old])
+    write_coincident(logdir / "coincident")
+    write_raw(logdir / "poisoned", {e: poison_rows(e, "h_y" if e in (1, 2) else None) for e in range(5)}, POISON_META)
+    append_jsonl(logdir / "poisoned" / "mi.jsonl", [  # what the tab must show: the valid values
+        LayerMI(layer=POISON_META["layers"][j], estimator="exact", **{
+            f: (None if math.isnan(v) else int(v) if f in wire.INT_FIELDS else bool(v) if f == "saturated" else v)
+            for f, v in zip(wire.FIELDS, row)}).to_dict()
+        for e in range(5) for j, row in enumerate(poison_rows(e, None)) if not (j == 1 and e in (1, 2))])
     yield logdir, runs
     for run in runs.values():
         run.writer.close()
@@ -156,7 +199,7 @@ def tensorboard(training, tmp_path_factory):
         def loaded():
             for run in RUNS:
                 body = fetch_json(url + "data/plugin/information_plane/points?run=" + urllib.parse.quote(run))
-                if not body or len(body["points"]) != sum(map(len, mi_jsonl(logdir, run).values())):
+                if not body or sum(x["n"] for x in body["series"]) != sum(map(len, mi_jsonl(logdir, run).values())):
                     return False
             return True
 
@@ -188,42 +231,85 @@ def frame(page):
     return next(f for f in page.frames if "plugin_entry.html" in f.url)
 
 
-def drawn(page, run: str) -> dict:
-    """Per layer of the run's information plane: label, points drawn, their epochs, tooltip title."""
+def drawn(page, run: str | None = None, group: str | None = None) -> dict:
+    """Per layer of a panel's information plane (by run or by group): label, points drawn, their epochs."""
     return frame(page).evaluate(
-        """(run) => {
-            const panel = [...document.querySelectorAll('.ip-panel')].find((p) => p.dataset.run === run);
+        """([run, group]) => {
+            const panel = [...document.querySelectorAll('.ip-panel')].find(
+                (p) => (run === null || p.dataset.run === run) && (group === null || p.dataset.group === group));
             if (!panel) return null;
             const out = {};
             for (const g of panel.querySelectorAll('svg.ip-plane g.ip-layer')) {
                 out[g.dataset.layer] = {
                     label: g.dataset.label, count: Number(g.dataset.count),
                     epochs: g.dataset.epochs.split(' ').filter(Boolean).map(Number),
-                    title: g.querySelector('title') && g.querySelector('title').textContent,
                 };
             }
+            out.seeds = [...panel.querySelectorAll('svg.ip-plane g.ip-seed')].map(
+                (g) => [g.dataset.run, g.dataset.layer, Number(g.dataset.count)]);
             return out;
-        }""", run)
+        }""", [run, group])
 
 
-def test_drawn_points_per_layer_equal_mi_jsonl(page, training):
+def set_mode(page, mode: str) -> None:
+    f = frame(page)
+    before = int(f.evaluate("document.body.dataset.renders"))
+    page.frame_locator(FRAME).locator(f"input[value='{mode}']").check()
+    f.wait_for_function("(n) => Number(document.body.dataset.renders) > n", arg=before)
+
+
+def check_run_panel(page, logdir, run):
+    expected = mi_jsonl(logdir, run)
+    got = drawn(page, run)
+    assert got is not None, f"no panel for {run}"
+    assert got.pop("seeds") == []
+    assert set(got) == set(expected), run
+    for layer, recs in expected.items():
+        assert got[layer]["count"] == len(recs)
+        assert got[layer]["epochs"] == [r.epoch for r in recs]
+        assert got[layer]["label"] == recs[0].label
+
+
+def test_default_view_groups_seeds(page, training):
+    """Seeds of one configuration: one panel, every seed's points drawn faint, the mean over the epochs."""
     logdir, _ = training
-    for run in RUNS:
-        expected = mi_jsonl(logdir, run)
-        got = drawn(page, run)
-        assert set(got) == set(expected), run
-        for layer, recs in expected.items():
-            assert got[layer]["count"] == len(recs)
-            assert got[layer]["epochs"] == [r.epoch for r in recs]
-            assert got[layer]["label"] == recs[0].label and got[layer]["title"] == layer
+    got = drawn(page, group="tiny-relu")
+    assert got is not None and frame(page).evaluate(
+        "() => [...document.querySelectorAll('.ip-panel')].filter((p) => p.dataset.group === 'tiny-relu').length") == 1
+    seeds = sorted(map(tuple, got.pop("seeds")))
+    assert seeds == sorted((run, layer, len(recs)) for run in TRAINED[:2] for layer, recs in mi_jsonl(logdir, run).items())
+    for layer in got:
+        epochs = sorted({r.epoch for run in TRAINED[:2] for r in mi_jsonl(logdir, run)[layer]})
+        assert got[layer]["epochs"] == epochs
+    for run in RUNS[2:]:  # one run per configuration: its own panel, every point
+        check_run_panel(page, logdir, run)
     assert page.ib_errors == []
 
 
-def hover_isolated(page, title: str, points: list) -> tuple:
-    """Move the mouse onto the point (i_xt, i_ty, layer, epoch, ...) of panel `title`
+def test_each_run_view_draws_every_point(page, training):
+    """Per run, new format, old format and the poisoned run's valid values: the points of mi.jsonl."""
+    logdir, _ = training
+    set_mode(page, "runs")
+    try:
+        for run in RUNS:
+            check_run_panel(page, logdir, run)
+    finally:
+        set_mode(page, "groups")
+    assert page.ib_errors == []
+
+
+def plane_of(page, run=None, group=None):
+    panels = page.frame_locator(FRAME).locator(".ip-panel")
+    if run is not None:
+        panels = panels.filter(has=page.frame_locator(FRAME).locator("h3", has_text=run))
+    else:
+        panels = page.frame_locator(FRAME).locator(f".ip-panel[data-group='{group}']:not([data-run])")
+    return panels.first.locator("svg.ip-plane")
+
+
+def hover_isolated(page, plane, points: list) -> tuple:
+    """Move the mouse onto the point (i_xt, i_ty, layer, epoch, ...) of a plane
     that lies farthest from all others, so only it is under the mouse; return it and the tooltip text."""
-    plane = page.frame_locator(FRAME).locator(".ip-panel").filter(
-        has=page.frame_locator(FRAME).locator("h3", has_text=title)).locator("svg.ip-plane")
     plane.scroll_into_view_if_needed()
     scale = {k: float(v) for k, v in plane.evaluate("(s) => ({...s.dataset})").items()}
     box = plane.bounding_box()
@@ -235,7 +321,7 @@ def hover_isolated(page, title: str, points: list) -> tuple:
     page.mouse.move(*pos[i])
     frame(page).wait_for_function(
         "([layer, epoch]) => { const t = document.querySelector('.ip-tooltip');"
-        " return !t.hidden && t.dataset.layer === layer && t.dataset.epoch === String(epoch); }",
+        " return t && !t.hidden && t.dataset.layer === layer && t.dataset.epoch === String(epoch); }",
         arg=[points[i][2], points[i][3]])
     text = page.frame_locator(FRAME).locator(".ip-tooltip").inner_text()
     page.mouse.move(5, 5)
@@ -244,8 +330,9 @@ def hover_isolated(page, title: str, points: list) -> tuple:
 
 def test_tooltip_shows_the_numbers_of_a_point(page, training):
     logdir, _ = training
-    recs = [r for rs in mi_jsonl(logdir, RUNS[0]).values() for r in rs]
-    (_, _, _, _, r), text = hover_isolated(page, RUNS[0], [(r.i_xt, r.i_ty, r.layer, r.epoch, r) for r in recs])
+    run = "one-point"
+    recs = [r for rs in mi_jsonl(logdir, run).values() for r in rs]
+    (_, _, _, _, r), text = hover_isolated(page, plane_of(page, run=run), [(r.i_xt, r.i_ty, r.layer, r.epoch, r) for r in recs])
     assert f"{r.label} \u00b7 {r.layer}" in text
     assert f"epoch {r.epoch}" in text
     assert f"I(X;T) = {r.i_xt:.4f} bits" in text
@@ -262,83 +349,201 @@ def test_run_names_are_shown_as_text(page):
     assert f.evaluate("() => window.pwned === undefined")
 
 
-def test_bounds_and_phase_marker(page, training):
-    logdir, _ = training
-    f = frame(page)
-    info = f.evaluate("""(run) => {
+def panel_info(page, run):
+    return frame(page).evaluate("""(run) => {
         const panel = [...document.querySelectorAll('.ip-panel')].find((p) => p.dataset.run === run);
         return {
             bounds: [...panel.querySelectorAll('svg.ip-plane [data-bound]')].map((b) => b.dataset.bound),
-            phases: [...panel.querySelectorAll('.ip-phase')].map((m) => [m.dataset.layer, Number(m.dataset.epoch), m.dataset.kind]),
+            phases: [...panel.querySelectorAll('.ip-phase')].map((m) => [m.dataset.layer, Number(m.dataset.epoch), m.dataset.kind, m.getAttribute('d')]),
+            legend: [...panel.querySelectorAll('.ip-phase-key')].map((k) => [k.dataset.kind, k.textContent, k.querySelector('path').getAttribute('d')]),
         };
-    }""", RUNS[0])
+    }""", run)
+
+
+def test_bounds_and_phase_marker(page, training):
+    logdir, _ = training
+    set_mode(page, "runs")
+    try:
+        info = panel_info(page, RUNS[0])
+    finally:
+        set_mode(page, "groups")
     assert sorted(info["bounds"]) == ["hy", "log2n"]
     marked = mi_jsonl(logdir, RUNS[0])["4"][3]
-    assert info["phases"] == [["4", marked.epoch, "compression_start"]] * 2  # in both MI-vs-epoch plots
+    assert [p[:3] for p in info["phases"]] == [["4", marked.epoch, "compression_started"]] * 2  # in both plots
+    assert [k[:2] for k in info["legend"]] == [["compression_started", "compression started"]]
 
 
-def test_layer_toggle(page):
-    toggle = page.frame_locator(FRAME).locator("input[data-label='T2']")
-    hidden = "() => [...document.querySelectorAll('g[data-label=\"T2\"]')].map((g) => g.style.display)"
+def test_each_marker_kind_has_its_shape_legend_and_numbers(page):
+    info = panel_info(page, "coincident")
+    kinds = {p[2]: p[3] for p in info["phases"]}
+    assert sorted(kinds) == sorted(EVENT_KINDS) and len(set(kinds.values())) == len(EVENT_KINDS)  # one shape each
+    assert sorted(k for k, _, _ in info["legend"]) == sorted(EVENT_KINDS)
+    assert {k: d for k, _, d in info["legend"]} == kinds  # the legend shows the marker's shape
+    marker = page.frame_locator(FRAME).locator(".ip-panel[data-run='coincident'] .ip-phase[data-kind='compression_confirmed']").first
+    marker.scroll_into_view_if_needed()
+    marker.hover()
+    frame(page).wait_for_function("() => { const t = document.querySelector('.ip-tooltip'); return t && !t.hidden && t.dataset.kind === 'compression_confirmed'; }")
+    text = page.frame_locator(FRAME).locator(".ip-tooltip").inner_text()
+    assert "compression confirmed" in text and "epoch 33 (decided at epoch 42)" in text and "drop bits = 0.375" in text
+    assert "I(X;T) = " in text and "I(T;Y) = " in text
+    page.mouse.move(5, 5)
+
+
+def test_labels_do_not_overlap_and_coincident_layers_share_one(page):
+    boxes = frame(page).evaluate("""() => [...document.querySelectorAll('.ip-panel')].map((p) => [
+        p.dataset.run || p.dataset.group,
+        [...p.querySelectorAll('svg.ip-plane .ip-labels text')].map((t) => {
+            const b = t.getBBox(); return [t.childNodes[0].textContent, b.x, b.y, b.width, b.height];
+        })])""")
+    for panel, labels in boxes:
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                apart = a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1] or a[2] + a[4] <= b[2] or b[2] + b[4] <= a[2]
+                assert apart, f"labels {a[0]!r} and {b[0]!r} overlap in {panel}"
+    texts = dict(boxes)["coincident"]
+    assert sorted(t[0] for t in texts) == ["T1\u2013T4", "T5"]
+
+
+def test_hardware_table_fits_its_panel(page):
+    f = frame(page)
+    info = f.evaluate("""() => {
+        const panel = document.querySelector(".ip-panel[data-run='coincident']");
+        const table = panel.querySelector('.ip-hardware table');
+        const p = panel.getBoundingClientRect(); const t = table.getBoundingClientRect();
+        return {panel: [p.left, p.right], table: [t.left, t.right],
+                heads: [...table.querySelectorAll('th')].map((h) => h.textContent),
+                rows: table.querySelectorAll('tr').length};
+    }""")
+    assert info["panel"][0] <= info["table"][0] and info["table"][1] <= info["panel"][1], info
+    assert info["rows"] == len(HW_ROWS) + 1
+    assert "LUT" in info["heads"] and "I(X;T)" in info["heads"] and "lut" not in info["heads"]
+    assert not any("_" in h for h in info["heads"])
+
+
+def test_layer_toggles_are_per_model(page):
+    """T2 of the tiny MLP and T2 of the five-layer model are different layers: toggled apart."""
+    f = frame(page)
+    models = f.evaluate("() => [...document.querySelectorAll('.ip-model')].map((m) => m.dataset.model)")
+    assert len(models) >= 3  # the tiny MLP, the five-layer model, the poisoned run's two layers
+    fl = page.frame_locator(FRAME)
+    toggle = fl.locator(".ip-model").filter(has=fl.locator("label[title='body.1.act']")).locator("input[data-label='T2']")
+    markers = ("(run) => [...document.querySelectorAll(`.ip-panel[data-run='${run}'] .ip-phase`)]"
+               ".map((m) => m.style.display)")
+    shown_t2 = "(run) => [...document.querySelectorAll(`.ip-panel[data-run='${run}'] .ip-labels text`)].some((t) => t.dataset.labels.split(' ').includes('T2'))"
+    assert f.evaluate(shown_t2, "coincident") and f.evaluate(shown_t2, "one-point")
     toggle.uncheck()
-    assert set(frame(page).evaluate(hidden)) == {"none"}
-    toggle.check()
-    assert set(frame(page).evaluate(hidden)) == {""}
+    try:
+        assert not f.evaluate(shown_t2, "coincident")
+        assert f.evaluate(shown_t2, "one-point")  # the other model's T2 stays
+        assert set(f.evaluate(markers, "coincident")) == {""}  # T5's markers stay
+    finally:
+        toggle.check()
+    assert f.evaluate(shown_t2, "coincident")
 
 
-def test_run_selector(page):
+def test_runs_list_scrolls_and_selects(page):
+    f = frame(page)
+    box = f.evaluate("() => { const l = document.querySelector('.ip-runs .ip-list');"
+                     " return [l.scrollHeight, l.clientHeight, getComputedStyle(l).overflowY]; }")
+    assert box[0] > box[1] and box[2] == "auto"  # seven runs do not fit: the list scrolls
     shown = "(n) => document.querySelectorAll('.ip-panel').length === n"
-    has = "() => [...document.querySelectorAll('.ip-panel')].some((p) => p.dataset.run === 'one-point')"
-    box = page.frame_locator(FRAME).locator("input[data-run='one-point']")
-    box.uncheck()
-    frame(page).wait_for_function(shown, arg=len(RUNS) - 1)
-    assert not frame(page).evaluate(has)
-    box.check()
-    frame(page).wait_for_function(shown, arg=len(RUNS))
-    assert frame(page).evaluate(has)
+    last = page.frame_locator(FRAME).locator(f"input[data-run='{sorted(RUNS)[-1]}']")
+    last.scroll_into_view_if_needed()
+    last.uncheck()  # reachable and clickable
+    f.wait_for_function("() => ![...document.querySelectorAll('.ip-panel')].some((p) => p.dataset.run === 'tiny-relu-seed1')"
+                        " && document.querySelector(\".ip-panel[data-run='tiny-relu-seed0']\")")
+    last.check()
+    f.wait_for_function("() => document.querySelector(\".ip-panel[data-group='tiny-relu']:not([data-run])\")")
+    group = page.frame_locator(FRAME).locator("input[data-group='one-point']")
+    group.uncheck()
+    f.wait_for_function(shown, arg=len(RUNS) - 2)
+    group.check()
+    f.wait_for_function(shown, arg=len(RUNS) - 1)
 
 
 def test_mean_over_seeds(page, training):
     logdir, _ = training
-    page.frame_locator(FRAME).locator("input[value='mean']").check()
+    f = frame(page)
+    sub = f.evaluate("() => document.querySelector(\".ip-panel[data-group='tiny-relu']:not([data-run]) .ip-sub\").textContent")
+    assert "over 2 runs" in sub
+    cells = defaultdict(list)
+    for run in TRAINED[:2]:
+        for layer, recs in mi_jsonl(logdir, run).items():
+            for r in recs:
+                cells[(layer, r.epoch)].append(r)
+    means = [(statistics.mean(r.i_xt for r in rs), statistics.mean(r.i_ty for r in rs), layer, epoch, rs)
+             for (layer, epoch), rs in cells.items()]
+    (mx, my, layer, epoch, rs), text = hover_isolated(page, plane_of(page, group="tiny-relu"), means)
+    sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)  # noqa: E731
+    assert f"epoch {epoch}" in text and f"mean of {len(rs)} run" in text
+    assert f"I(X;T) = {mx:.4f} \u00b1 {sd([r.i_xt for r in rs]):.4f} bits" in text
+    assert f"I(T;Y) = {my:.4f} \u00b1 {sd([r.i_ty for r in rs]):.4f} bits" in text
+
+
+def test_log_epoch_axis_toggle(page):
+    f = frame(page)
+    label = "() => [...document.querySelectorAll('.ip-colorbar .ip-axis-label')].map((t) => t.textContent)"
+    assert set(f.evaluate(label)) == {"epoch"}  # short runs: linear by default
+    option = page.frame_locator(FRAME).locator("input[data-option='log-epoch']")
+    before = int(f.evaluate("document.body.dataset.renders"))
+    option.check()
+    f.wait_for_function("(n) => Number(document.body.dataset.renders) > n", arg=before)
     try:
-        f = frame(page)
-        groups = f.evaluate("() => [...document.querySelectorAll('.ip-panel')].map((p) => [p.dataset.group, p.querySelector('.ip-sub').textContent])")
-        assert sorted(g for g, _ in groups) == sorted(["tiny-relu", EVIL, "one-point"])
-        assert "over 2 runs" in dict(groups)["tiny-relu"]
-        counts = f.evaluate("""() => {
-            const panel = [...document.querySelectorAll('.ip-panel')].find((p) => p.dataset.group === 'tiny-relu');
-            return Object.fromEntries([...panel.querySelectorAll('svg.ip-plane g.ip-layer')].map((g) => [g.dataset.layer, Number(g.dataset.count)]));
-        }""")
-        epochs = defaultdict(set)
-        for run in RUNS[:2]:
-            for layer, recs in mi_jsonl(logdir, run).items():
-                epochs[layer] |= {r.epoch for r in recs}
-        assert counts == {layer: len(e) for layer, e in epochs.items()}
-        # The mean and spread of one point, computed here from mi.jsonl.
-        cells = defaultdict(list)
-        for run in RUNS[:2]:
-            for layer, recs in mi_jsonl(logdir, run).items():
-                for r in recs:
-                    cells[(layer, r.epoch)].append(r)
-        means = [(statistics.mean(r.i_xt for r in rs), statistics.mean(r.i_ty for r in rs), layer, epoch, rs)
-                 for (layer, epoch), rs in cells.items()]
-        (mx, my, layer, epoch, rs), text = hover_isolated(page, "tiny-relu", means)
-        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)  # noqa: E731
-        assert f"epoch {epoch}" in text and f"mean of {len(rs)} run" in text
-        assert f"I(X;T) = {mx:.4f} \u00b1 {sd([r.i_xt for r in rs]):.4f} bits" in text
-        assert f"I(T;Y) = {my:.4f} \u00b1 {sd([r.i_ty for r in rs]):.4f} bits" in text
+        assert set(f.evaluate(label)) == {"epoch (log)"}
     finally:
-        page.frame_locator(FRAME).locator("input[value='runs']").check()
+        option.uncheck()
+
+
+def test_dark_mode_follows_tensorboard(page):
+    f = frame(page)
+    light = f.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    page.evaluate("() => document.body.classList.add('dark-mode')")  # what TensorBoard's theme toggle does
+    try:
+        f.wait_for_function("(light) => getComputedStyle(document.body).backgroundColor !== light", arg=light)
+        dark = f.evaluate("() => getComputedStyle(document.body).backgroundColor")
+        assert light == "rgb(255, 255, 255)" and dark == "rgb(32, 33, 36)"
+    finally:
+        page.evaluate("() => document.body.classList.remove('dark-mode')")
+    f.wait_for_function("(light) => getComputedStyle(document.body).backgroundColor === light", arg=light)
+
+
+def test_poisoned_run_warns_and_others_keep_updating(page, training):
+    """Bad values: skipped, counted, said in the run's panel. A run whose route fails: its
+    panel says so, and the other runs still draw and take new epochs."""
+    logdir, runs = training
+    f = frame(page)
+    warning = f.evaluate("() => document.querySelector(\".ip-panel[data-run='poisoned'] .ip-warning\").textContent")
+    assert "2 values skipped" in warning
+    page.route("**/data/plugin/information_plane/points?run=one-point*", lambda route: route.fulfill(
+        status=500, content_type="application/json", body='{"error": "simulated failure"}'))
+    try:
+        run = RUNS[2]  # a configuration of one run: its own panel
+        runs[run].train(2)
+        runs["one-point"].train(1)
+        expected = {layer: len(recs) for layer, recs in mi_jsonl(logdir, run).items()}
+
+        def updated():
+            got = drawn(page, run) or {}
+            return {k: v["count"] for k, v in got.items() if k != "seeds"} == expected
+
+        wait(updated, 30, "the good run to update while another fails")
+        f.wait_for_function("() => { const p = document.querySelector(\".ip-panel[data-run='one-point'] .ip-warning\");"
+                            " return p && p.textContent.includes('simulated failure'); }")
+        assert "could not be read" in f.evaluate("() => document.querySelector('.ip-status').textContent")
+        check_run_panel(page, logdir, run)
+    finally:
+        page.unroute("**/data/plugin/information_plane/points?run=one-point*")
+    wait(lambda: (drawn(page, "one-point") or {}).get("0", {}).get("count") == 2, 30, "the failed run to recover")
+    assert page.ib_errors == []
 
 
 def test_new_measurements_appear_without_reload(page, training):
     logdir, runs = training
-    run = RUNS[0]
-    runs[run].train(2)
-    expected = {layer: len(recs) for layer, recs in mi_jsonl(logdir, run).items()}
-    wait(lambda: {k: v["count"] for k, v in (drawn(page, run) or {}).items()} == expected, 30, "the dashboard to poll")
-    test_drawn_points_per_layer_equal_mi_jsonl(page, training)
+    runs[RUNS[0]].train(2)
+    expected = sorted([RUNS[0], layer, len(recs)] for layer, recs in mi_jsonl(logdir, RUNS[0]).items())
+    wait(lambda: sorted(s for s in (drawn(page, group="tiny-relu") or {}).get("seeds", []) if s[0] == RUNS[0]) == expected,
+         30, "the dashboard to poll")
+    test_default_view_groups_seeds(page, training)
 
 
 def test_no_data_yet(page, tensorboard):
@@ -346,8 +551,8 @@ def test_no_data_yet(page, tensorboard):
     context = page.context.browser.new_context()
     empty = context.new_page()
     try:
-        empty.route("**/data/plugin/information_plane/runs", lambda route: route.fulfill(
-            status=200, content_type="application/json", body="[]"))
+        empty.route("**/data/plugin/information_plane/versions", lambda route: route.fulfill(
+            status=200, content_type="application/json", body="{}"))
         empty.goto(tensorboard + "data/plugin_entry.html?name=information_plane")
         empty.locator("body[data-ready='true']").wait_for(timeout=30_000)
         text = empty.locator(".ip-panels").inner_text()

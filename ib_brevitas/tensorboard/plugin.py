@@ -39,7 +39,7 @@ from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from tensorboard.util import tb_logging
 
-from ib_brevitas.seeds import group_of
+from ib_brevitas.seedmean import group_of
 from ib_brevitas.tensorboard import HARDWARE_TAG, PHASES_TAG, PLUGIN_NAME
 from ib_brevitas.tensorboard import views, wire
 from ib_brevitas.tensorboard.views import current_data  # noqa: F401  (public before views existed)

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ib_brevitas.seeds import group_of, mean_sd
+from ib_brevitas.seedmean import group_of, mean_sd
 from ib_brevitas.tensorboard import LAYER_TAG_PREFIX
 from ib_brevitas.tensorboard import wire
 

@@ -18,7 +18,7 @@ import { drawPlane } from "./plane.js";
 import { LONG_RUN_EPOCHS } from "./scales.js";
 
 const POLL_MS = 3000;
-const MAX_DEFAULT_GROUPS = 4;
+const MAX_DEFAULT_GROUPS = 6;
 const MAX_RUN_PANELS = 12;
 const PLANE_FIELDS = ["epoch", "i_xt", "i_ty"];
 const SEP = "\u0001";
@@ -90,6 +90,10 @@ async function refresh(plan) {
           full ? fetchHardware(run) : { body: { rows: [] } },
         ]);
         const error = points.error || phases.error || hardware.error || null;
+        if (error) {  // keep what was drawn before, say why it is stale, and try again next poll
+          state.data.set(run, { ...(old || {}), version: null, full: false, error });
+          return;
+        }
         state.data.set(run, { version, full, error, points: points.body, phases: phases.body, hardware: hardware.body });
       })());
     }
@@ -98,7 +102,8 @@ async function refresh(plan) {
       const version = p.runs.map((r) => state.info[r].version).join(",");
       const old = state.means.get(key);
       if (!old || old.version !== version) {
-        jobs.push(fetchMean(p.runs).then((m) => state.means.set(key, { version, body: m.body, error: m.error })));
+        jobs.push(fetchMean(p.runs).then((m) => state.means.set(key, m.error
+          ? { ...(old || {}), version: null, error: m.error } : { version, body: m.body, error: null })));
       }
     }
   }

@@ -25,15 +25,24 @@ function detailRows(detail) {
   return Object.entries(detail).map(([k, v]) => [`${k.replace(/_/g, " ")} = ${typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(4) : v}`]);
 }
 
+let legendCtx = null;
+
+// One entry per kind shown, in rows that fit the chart's width.
 function legend(svg, kinds) {
+  if (!legendCtx) legendCtx = document.createElement("canvas").getContext("2d");
+  legendCtx.font = "11px Roboto, \"Helvetica Neue\", Arial, sans-serif";
   const g = svgEl("g", { class: "ip-phase-legend" });
   let x = EPOCHS.l;
+  let y = 9;
   for (const kind of kinds) {
     const { d, text } = shapeOf(kind);
-    g.appendChild(svgEl("path", { d, transform: `translate(${x + 5},${12})`, class: "ip-phase-key", "data-kind": kind }));
-    const t = svgEl("text", { x: x + 13, y: 16 }, text);
-    g.appendChild(t);
-    x += 20 + text.length * 5.6;
+    const w = 16 + Math.ceil(legendCtx.measureText(text).width) + 10;
+    if (x + w > EPOCHS.w - 4 && x > EPOCHS.l) { x = EPOCHS.l; y += 14; }
+    const item = svgEl("g", { class: "ip-phase-key", "data-kind": kind });
+    item.appendChild(svgEl("path", { d, transform: `translate(${x + 5},${y}) scale(0.9)` }));
+    item.appendChild(svgEl("text", { x: x + 13, y: y + 4 }, text));
+    g.appendChild(item);
+    x += w;
   }
   svg.appendChild(g);
 }

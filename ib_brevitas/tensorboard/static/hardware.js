@@ -4,8 +4,8 @@
 import { el } from "./dom.js";
 
 const HEADERS = {
-  layer: "Layer", hw_node: "FINN node", bit_width: "Bits", width: "Width", i_xt: "I(X;T) [bits]",
-  i_ty: "I(T;Y) [bits]", lut: "LUTs", bram: "BRAM", dsp: "DSPs", cycles: "Cycles", ints_match: "Integers match",
+  layer: "Layer (FINN node)", hw_node: "FINN node", bit_width: "Bits", width: "Width", i_xt: "I(X;T)",
+  i_ty: "I(T;Y)", lut: "LUT", bram: "BRAM", dsp: "DSP", cycles: "Cycles", ints_match: "Same ints",
   fps: "Frames/s", latency_ns: "Latency [ns]", fpga_part: "FPGA part", clock_ns: "Clock [ns]", bit_exact: "Bit-exact",
 };
 
@@ -24,16 +24,25 @@ function cell(v) {
 export function drawHardware(hw) {
   if (!hw || !hw.rows || !hw.rows.length) return null;
   const wrap = el("div", { class: "ip-hardware" });
-  wrap.appendChild(el("h4", {}, "Information vs hardware cost"));
+  wrap.appendChild(el("h4", {}, "Information (bits) vs hardware cost"));
   const cols = [];
   for (const r of hw.rows) for (const k of Object.keys(r)) if (!cols.includes(k)) cols.push(k);
+  const node = cols.includes("layer") && cols.includes("hw_node");  // the node goes under the layer name
+  if (node) cols.splice(cols.indexOf("hw_node"), 1);
   const table = el("table");
   const head = el("tr");
-  for (const c of cols) head.appendChild(el("th", { "data-key": c, class: c === "layer" || c === "hw_node" ? "ip-wide" : "" }, header(c)));
+  for (const c of cols) {
+    head.appendChild(el("th", { "data-key": c, class: c === "layer" || c === "hw_node" ? "ip-wide" : "" },
+      c === "layer" && !node ? "Layer" : header(c)));
+  }
   table.appendChild(head);
   for (const r of hw.rows) {
     const tr = el("tr");
-    for (const c of cols) tr.appendChild(el("td", { class: typeof r[c] === "number" ? "ip-num" : "" }, cell(r[c])));
+    for (const c of cols) {
+      const td = el("td", { class: typeof r[c] === "number" ? "ip-num" : "" }, cell(r[c]));
+      if (c === "layer" && node && r.hw_node) td.appendChild(el("span", { class: "ip-node" }, r.hw_node));
+      tr.appendChild(td);
+    }
     table.appendChild(tr);
   }
   wrap.appendChild(table);
