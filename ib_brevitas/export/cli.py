@@ -84,6 +84,9 @@ def write_tensorboard(run_dir: Path, report, epoch: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")  # brevitas' import chatter
     from ib_brevitas.cli import error
     from ib_brevitas.export import finn_bridge
     from ib_brevitas.export.qonnx import to_qcdq, to_qonnx
