@@ -129,10 +129,16 @@ def test_flags_and_rng_restored():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.parametrize("engine", ["fast", "brevitas"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_training_is_bit_identical_with_and_without_monitor(activation):
-    config = dict(seed=3, test_fraction=0.2, activation=activation, bits=8, lr=1e-3, batch_size=256)
+def test_training_is_bit_identical_with_and_without_monitor(activation, engine):
+    """With the Brevitas engine the monitor's hooked pass runs the very modules training uses
+    (running statistics, step counters, train flags, RNG): all must come back as they were."""
+    from ib_brevitas.state import counters_state
+
+    config = dict(seed=3, test_fraction=0.2, activation=activation, bits=8, lr=1e-3, batch_size=256, engine=engine)
     watched, plain = build_run(config), build_run(config)
+    assert (watched.fast is None) == (engine == "brevitas")
     watched.plane.measure(0)
     for epoch in range(1, 4):
         train_epoch(watched)
@@ -142,6 +148,7 @@ def test_training_is_bit_identical_with_and_without_monitor(activation):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    assert counters_state(watched.model) == counters_state(plain.model)
     assert len(watched.plane.history) == 4 * len(watched.plane.layer_names)
 
 
