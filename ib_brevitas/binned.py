@@ -155,9 +155,9 @@ class BinnedPlane:
         by_layer = {}
         for index, name in enumerate(self.layer_names):
             rows = binning.as_activation_rows(acts[name], f"layer {name!r}")
-            for est in self.estimators:
-                point = est.plane_point(rows, self.labels, global_range, label_groups=self._label_groups,
-                                        name=f"layer {name!r}")
+            points = binning.plane_points(rows, self.labels, self.estimators, global_range,
+                                          label_groups=self._label_groups, name=f"layer {name!r}")
+            for est, point in zip(self.estimators, points):
                 by_layer[est.label, name] = LayerMI(
                     layer=name, epoch=epoch, step=step, i_xt=point.h_t, i_ty=point.i_ty, h_t=point.h_t,
                     n_distinct=point.n_distinct, n_samples=point.n_samples,

@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ib_brevitas.functional import PlanePoint, information_plane_point
+from ib_brevitas.functional import PlanePoint, as_code_rows, information_plane_point, unique_rows
 
 STRATEGIES = ("uniform", "adaptive")
 BOUNDS = ("global", "layer", "neuron")
@@ -82,21 +82,39 @@ def _code_dtype(n_bins: int) -> np.dtype:
 def uniform_codes(values: Any, n_bins: int, lo, hi) -> np.ndarray:
     """Bin indices 0..n_bins-1 of equal-width bins over [lo, hi] (scalars, or one pair per column).
 
-    A value v goes to bin floor((v - lo) * (n_bins / (hi - lo))), computed in
-    float64: bin k holds lo + k w <= v < lo + (k + 1) w (w = (hi - lo) / n_bins,
-    up to an ulp at an edge), v = hi the last bin. Values below lo / above hi go
-    to the first / last bin; a column with hi <= lo (constant) to bin 0.
+    In float64, u = (v - lo) * (1 / (hi - lo)) and v goes to bin
+    min(floor(u * n_bins), n_bins - 1): bin k holds lo + k w <= v < lo + (k+1) w
+    (w = (hi - lo) / n_bins, up to an ulp at an edge), v = hi the last bin.
+    Values below lo / above hi go to the first / last bin; a column with
+    hi <= lo (constant) to bin 0.
     """
-    rows = as_activation_rows(values)
-    n_bins = _check_bins(n_bins)
-    lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), rows.shape[1:])
-    span = np.broadcast_to(np.asarray(hi, dtype=np.float64), rows.shape[1:]) - lo
-    flat = ~(span > 0)
-    scale = np.where(flat, 0.0, n_bins / np.where(flat, 1.0, span))
-    s = np.subtract(rows, lo, dtype=np.float64)
-    s *= scale
-    np.clip(s, 0, n_bins - 1, out=s)  # then truncation is the floor
-    return s.astype(_code_dtype(n_bins))
+    return _uniform_many(as_activation_rows(values), [_check_bins(n_bins)], lo, hi)[0]
+
+
+_BLOCK_VALUES = 1 << 16  # values per block: the float64 temporaries stay in the CPU cache
+# u is clipped to [0, _U_MAX]: then u * n < n for any n < 2^40, so the truncating cast of u * n
+# is min(floor(u * n), n - 1) without a clip per bin count (every u >= _U_MAX is in the last bin anyway).
+_U_MAX = 1.0 - 2.0**-40
+
+
+def _uniform_many(rows: np.ndarray, bin_counts: list[int], lo, hi) -> list[np.ndarray]:
+    """`uniform_codes` for several bin counts sharing one pair of bounds, u computed once per block."""
+    width = rows.shape[1]
+    lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (width,))
+    span = np.broadcast_to(np.asarray(hi, dtype=np.float64), (width,)) - lo
+    inv = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0)  # constant columns: u = 0
+    outs = [np.empty(rows.shape, dtype=_code_dtype(n)) for n in bin_counts]
+    block = max(1, _BLOCK_VALUES // max(1, width))
+    u = np.empty((min(block, rows.shape[0]), width))
+    for start in range(0, rows.shape[0], block):
+        stop = min(start + block, rows.shape[0])
+        uu = u[: stop - start]
+        np.subtract(rows[start:stop], lo, out=uu)
+        uu *= inv
+        np.clip(uu, 0.0, _U_MAX, out=uu)
+        for n, out in zip(bin_counts, outs):
+            np.multiply(uu, float(n), out=out[start:stop], casting="unsafe")  # truncation = floor, u >= 0
+    return outs
 
 
 def _equal_mass_edges(sorted_values: np.ndarray, n_bins: int) -> np.ndarray:
@@ -181,25 +199,77 @@ class BinningEstimator:
         rows = as_activation_rows(values, name)
         if self.strategy == "adaptive":
             return adaptive_codes(rows, self.n_bins, per_neuron=self.bounds == "neuron")
+        lo, hi = self._bounds(rows, global_range)
+        return _uniform_many(rows, [self.n_bins], lo, hi)[0]
+
+    def _bounds(self, rows: np.ndarray, global_range):
+        """(lo, hi) of uniform bins on these rows: scalars, or one pair per column for 'neuron'."""
         if self.fixed:
-            lo, hi = self.bounds
-        elif self.bounds == "global":
+            return self.bounds
+        if self.bounds == "global":
             if global_range is None:
                 raise ValueError(
                     f"{self.label} needs the run's global range (global_range=(lo, hi), e.g. from "
                     "binning.global_range over every measurement); it is known only after the run"
                 )
-            lo, hi = global_range
-        elif self.bounds == "layer":
-            lo, hi = float(rows.min()), float(rows.max())
-        else:
-            lo, hi = rows.min(axis=0).astype(np.float64), rows.max(axis=0).astype(np.float64)
-        return uniform_codes(rows, self.n_bins, lo, hi)
+            return global_range
+        if self.bounds == "layer":
+            return float(rows.min()), float(rows.max())
+        return rows.min(axis=0).astype(np.float64), rows.max(axis=0).astype(np.float64)
 
     def plane_point(self, values: Any, labels: Any, global_range: tuple[float, float] | None = None, *,
                     label_groups=None, name: str = "activations") -> PlanePoint:
         """Estimated I(X;T) (as h_t), I(T;Y), H(Y) and the count of distinct binned rows."""
-        return information_plane_point(self.codes(values, global_range, name), labels, label_groups=label_groups)
+        return plane_points(values, labels, [self], global_range, label_groups=label_groups, name=name)[0]
+
+
+def compact_codes(codes: np.ndarray, n_bins: int, label_bits: int = 0) -> np.ndarray:
+    """Bin indices as the fewest bytes per row: the row read as a base-`n_bins` number.
+
+    A bijection per row (as `codes.PackedCodes` packs exact codes at their bit
+    width), so the distinct rows and their counts do not change. Done only when
+    it lets `functional` count a row and its label as one 64-bit key (one sort
+    instead of two); otherwise `codes` come back as they are.
+    """
+    width = codes.shape[1]
+    nbytes = -(-((n_bins ** width - 1).bit_length()) // 8)
+    if nbytes >= width * codes.itemsize or 8 * nbytes + label_bits > 64:
+        return codes
+    key = np.zeros(codes.shape[0], dtype=np.uint64)
+    base = np.uint64(n_bins)
+    for j in range(width):
+        key *= base
+        key += codes[:, j]
+    return key.view(np.uint8).reshape(-1, 8)[:, :nbytes]  # little-endian low bytes hold the number
+
+
+def plane_points(values: Any, labels: Any, estimators: Sequence["BinningEstimator"],
+                 global_range: tuple[float, float] | None = None, *, label_groups=None,
+                 name: str = "activations") -> list[PlanePoint]:
+    """`est.plane_point(values, labels, global_range)` for each estimator, sharing the work they share.
+
+    One check of the values, one set of bounds and one normalisation per
+    bounds mode for all uniform bin counts, and each binning counted as
+    compact rows (`compact_codes`).
+    """
+    rows = as_activation_rows(values, name)
+    lab = as_code_rows(labels, "labels")
+    if label_groups is None:
+        label_groups = unique_rows(lab)
+    label_bits = (label_groups[1].shape[0] - 1).bit_length()
+    shared: dict[Any, list[BinningEstimator]] = {}
+    for est in estimators:
+        shared.setdefault(est.bounds if est.strategy == "uniform" else est, []).append(est)
+    codes: dict[BinningEstimator, np.ndarray] = {}
+    for key, group in shared.items():
+        if group[0].strategy == "uniform":
+            lo, hi = group[0]._bounds(rows, global_range)
+            for est, c in zip(group, _uniform_many(rows, [e.n_bins for e in group], lo, hi)):
+                codes[est] = c
+        else:
+            codes[group[0]] = group[0].codes(rows)
+    return [information_plane_point(compact_codes(codes[e], e.n_bins, label_bits), lab, label_groups=label_groups)
+            for e in estimators]
 
 
 def parse_estimator(label: str) -> BinningEstimator:

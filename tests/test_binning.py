@@ -299,3 +299,21 @@ def test_exact_monitor_refuses_a_float_layer_and_names_the_binning_estimators():
     model = PaperMLP((4, 3, 2), "relu", bits=32)
     with pytest.raises(ValueError, match=r"'T1'.*no integer representation.*binning.*BinnedPlane"):
         InformationPlane(model, torch.rand(5, 4), np.zeros(5, dtype=int), layers=["T1"])
+
+
+@pytest.mark.parametrize("n_bins,width,packs", [(30, 8, True), (100, 8, True), (256, 8, False), (30, 16, False), (3, 1, False)])
+def test_compact_codes_keep_the_distinct_rows(n_bins, width, packs):
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, n_bins, (3000, width)).astype(np.uint8)
+    codes[:1000] = codes[1000:2000]
+    codes[:, 0] = n_bins - 1 - codes[:, 0] % 2  # the top digit in use
+    packed = binning.compact_codes(codes, n_bins, label_bits=4)
+    assert (packed.shape[1] < width) == packs
+    if packs:
+        assert 8 * packed.shape[1] + 4 <= 64
+    _, inv_a, counts_a = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    _, inv_b, counts_b = np.unique(packed, axis=0, return_inverse=True, return_counts=True)
+    assert sorted(counts_a.tolist()) == sorted(counts_b.tolist())
+    # same partition of the samples: equal rows before <=> equal rows after
+    pairs = set(zip(inv_a.ravel().tolist(), inv_b.ravel().tolist()))
+    assert len(pairs) == len(counts_a) == len(counts_b)
