@@ -31,6 +31,14 @@ browser:
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	    else echo "browser tests need Debian chromium: sudo apt-get install -y chromium"; fi; }
 
+# Fashion-MNIST at full size (70,000 images) from Debian: /usr/share/datasets/fashion-mnist.
+.PHONY: fashion-mnist
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist || { \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	    else sudo apt-get install -y dataset-fashion-mnist; fi; }
+	@ls /usr/share/datasets/fashion-mnist
+
 finn-env: venv
 	$(VENV)/bin/ib-brevitas finn-setup $(FINN_VENV)
 
