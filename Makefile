@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 EPOCHS ?= 300
 FINN_VENV ?= .venv-finn
 
-.PHONY: demo test test-slow test-finn venv browser finn-env bench docs-screenshot clean
+.PHONY: demo test test-slow test-finn lint venv browser finn-env bench docs-screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ venv: $(VENV)/.installed
 # Main job: the paper's SYN experiment (tanh, 8-bit), short, then its figures.
 demo: venv
 	$(VENV)/bin/ib-brevitas train --dataset syn --activation tanh --bits 8 \
-	    --epochs $(EPOCHS) --mi-every 5 --seed 0 --run-dir runs/demo-tanh
+	    --epochs $(EPOCHS) --mi-every 5 --seed 0 --run-dir runs/demo-tanh --overwrite
 	$(VENV)/bin/ib-brevitas plot runs/demo-tanh -o runs/demo-tanh/information_plane.png
 	@echo "Look at it live: $(VENV)/bin/tensorboard --logdir runs  (tab: INFORMATION PLANE)"
 
@@ -44,6 +44,9 @@ finn-env: venv
 
 test: venv browser finn-env
 	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 test-finn: venv finn-env
 	$(PY) -m pytest -q -m finn tests/test_export_finn.py
