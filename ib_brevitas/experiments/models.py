@@ -129,12 +129,12 @@ def _conv(c_in: int, c_out: int, bits: int) -> nn.Module:
 
 
 def paper_init_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """The paper's initialisation: truncated normal (at 2 std), std 1/sqrt(fan_out); zero bias.
+    """The paper's initialisation: truncated normal (at 2 std), std 1/sqrt(units); zero bias.
 
-    fan_out as torch counts it: out_features, or out_channels * kernel area for a conv.
+    units = the layer's outputs: out_features (fan_out), or a conv's number of
+    filters, as the paper's Keras code (TruncatedNormal(stddev=1/sqrt(width))).
     """
-    _, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
-    std = 1.0 / math.sqrt(fan_out)
+    std = 1.0 / math.sqrt(weight.shape[0])
     nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
     if bias is not None:
         nn.init.zeros_(bias)
