@@ -16,7 +16,11 @@ import torch
 
 from ib_brevitas.experiments import kernels
 from ib_brevitas.experiments.data import syn_dataset
-from ib_brevitas.experiments.fastpath import SynFastPath, adam_step, check_against_brevitas
+from ib_brevitas.experiments.fastpath import (
+    SynFastPath,
+    adam_step,
+    check_against_brevitas,
+)
 from ib_brevitas.experiments.models import syn_loss, syn_mlp
 from ib_brevitas.records import read_records
 
@@ -153,7 +157,8 @@ def test_a_wrong_fast_path_is_caught_and_training_falls_back(syn, monkeypatch):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run = build_run(dict(seed=0, test_fraction=0.2, activation="tanh", bits=8, lr=1e-4, batch_size=256))
+        config = {"seed": 0, "test_fraction": 0.2, "activation": "tanh", "bits": 8, "lr": 1e-4, "batch_size": 256}
+        run = build_run(config)
     assert run.fast is None
     assert any("Brevitas modules instead" in str(w.message) for w in caught)
 

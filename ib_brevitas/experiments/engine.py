@@ -24,7 +24,7 @@ S = 1 is the plain single run (`fastpath.SynFastPath` is that case).
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -64,8 +64,8 @@ class _Stack:
     def params(self) -> list[Tensor]:
         return [t for pair in zip(self.weights, self.biases) for t in pair]
 
-    def clone(self) -> "_Stack":
-        c = lambda ts: [t.clone() for t in ts]  # noqa: E731
+    def clone(self) -> _Stack:
+        c = lambda ts: [t.clone() for t in ts]
         return _Stack(c(self.weights), c(self.biases), c(self.running), c(self.exp_avgs), c(self.exp_avg_sqs),
                       self.step, self.counter)
 
@@ -98,7 +98,7 @@ class SeedBatch:
             if not isinstance(m, PaperMLP) or not m.quantized:
                 raise TypeError(f"SeedBatch trains quantized ib_brevitas.experiments.models.PaperMLP nets only, "
                                 f"got {type(m).__name__}; train other models with their own Brevitas forward")
-        key = lambda m: (m.widths, m.activation, m.bits)  # noqa: E731
+        key = lambda m: (m.widths, m.activation, m.bits)
         if any(key(m) != key(models[0]) for m in models):
             raise ValueError("all models of a SeedBatch must share widths, activation and bits; "
                              f"got {sorted(set(map(key, models)))}")
@@ -216,24 +216,13 @@ class SeedBatch:
         return total / n
 
     def _brevitas_epoch(self, x: Tensor, y: Tensor, orders: list[Tensor]) -> Tensor:
-        """The exact per-seed path: each seed's Brevitas modules, autograd and torch Adam."""
-        totals = []
-        for m, opt, xs, ys, order in zip(self.models, self._optimizers, x, y, orders):
-            xs, ys = xs[order], ys[order]
-            m.train()
-            total = 0.0
-            for start in range(0, xs.shape[0], self.batch_size):
-                xb, yb = xs[start : start + self.batch_size], ys[start : start + self.batch_size]
-                opt.zero_grad(set_to_none=True)
-                loss = syn_loss(m(xb), yb)
-                loss.backward()
-                opt.step()
-                total += loss.item() * xb.shape[0]
-            totals.append(total / xs.shape[0])
-        st = self.stack
-        st.step = int(self._optimizers[0].state[self.models[0].fc1.weight]["step"])
-        st.counter = self._counter_of(self.models[0])
-        return torch.tensor(totals, dtype=torch.float64)
+        from ib_brevitas.experiments.engine_check import brevitas_epoch
+
+        losses = [brevitas_epoch(m, opt, xs[o], ys[o], self.batch_size)
+                  for m, opt, xs, ys, o in zip(self.models, self._optimizers, x, y, orders)]
+        self.stack.step = int(self._optimizers[0].state[self.models[0].fc1.weight]["step"])
+        self.stack.counter = self._counter_of(self.models[0])
+        return torch.tensor(losses, dtype=torch.float64)
 
     def use_brevitas(self) -> None:
         """Train each seed through its Brevitas modules from now on (exact, ~8x slower per seed)."""
@@ -342,7 +331,7 @@ class SeedBatch:
             for i, p in enumerate(m.parameters()):
                 opt.state[p] = {"step": torch.tensor(float(self.stack.step)),
                                 "exp_avg": self.stack.exp_avgs[i][s], "exp_avg_sq": self.stack.exp_avg_sqs[i][s]}
-        clone = lambda v: v.clone() if isinstance(v, Tensor) else v  # noqa: E731
+        clone = lambda v: v.clone() if isinstance(v, Tensor) else v
         osd = opt.state_dict()
         osd["state"] = {k: {n: clone(v) for n, v in d.items()} for k, d in osd["state"].items()}
         return {"model": {k: v.clone() for k, v in m.state_dict().items()}, "counters": counters_state(m),

@@ -1,14 +1,16 @@
-"""The run-time exactness check of `engine.SeedBatch`: the batch against each seed's own Brevitas run.
+"""The per-seed Brevitas reference of `engine.SeedBatch`: its run-time check and its fallback path.
 
-Independent of the kernels: the reference is a copy of the seed's Brevitas
-model, trained by `syn_loss`, autograd and `torch.optim.Adam(foreach=True)`,
-with its codes read by hooks on its quantizers (`QuantTensor.int()`).
+Independent of the kernels: a seed's Brevitas model trained by `syn_loss`,
+autograd and `torch.optim.Adam(foreach=True)`, with its codes read by hooks on
+its quantizers (`QuantTensor.int()`). `compare` runs it on copies next to the
+batch; `brevitas_epoch` is what the batch trains each seed with where the
+check fails.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -36,6 +38,20 @@ def brevitas_eval(model, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     return probs, [codes[i] for i in range(1, model.n_layers + 1)]
 
 
+def brevitas_epoch(model, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, batch: int) -> float:
+    """One epoch of a single run through Brevitas and autograd on (x, y) in this order; the mean loss."""
+    model.train()
+    total = 0.0
+    for start in range(0, x.shape[0], batch):
+        xb, yb = x[start : start + batch], y[start : start + batch]
+        opt.zero_grad(set_to_none=True)
+        loss = syn_loss(model(xb), yb)
+        loss.backward()
+        opt.step()
+        total += loss.item() * xb.shape[0]
+    return total / x.shape[0]
+
+
 def _batch_starts(n: int, batch: int, steps: int) -> list[int]:
     """The first `steps` batches, and the last one when it is shorter (its own matrix shapes)."""
     starts = list(range(0, n, batch))
@@ -47,6 +63,10 @@ def _batch_starts(n: int, batch: int, steps: int) -> list[int]:
 
 def compare(batch, x: Tensor, y: Tensor, probe: Tensor | None, seeds: Sequence[int], steps: int) -> list[str]:
     """What differs between the batch and the Brevitas runs of `seeds` ([] when nothing does)."""
+    from ib_brevitas.experiments.engine import (
+        relu_stats,  # engine imports this module lazily
+    )
+
     seeds = list(seeds)
     bad = [s for s in seeds if not 0 <= s < batch.n_seeds]
     if bad:
@@ -101,8 +121,6 @@ def compare(batch, x: Tensor, y: Tensor, probe: Tensor | None, seeds: Sequence[i
                         and torch.equal(st["exp_avg_sq"], stack.exp_avg_sqs[i][s])
                         and int(st["step"]) == stack.step):
                     problems.append(f"{where}: Adam state of {name}")
-            from ib_brevitas.experiments.engine import relu_stats
-
             for layer, (rs, run) in enumerate(zip(relu_stats(ref), stack.running), start=1):
                 if not torch.equal(rs.running_stats, run[s]):
                     problems.append(f"{where}: running maximum of T{layer}")

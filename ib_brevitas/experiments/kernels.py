@@ -24,7 +24,7 @@ TorchScript is unavailable; same numbers).
 from __future__ import annotations
 
 import warnings
-from typing import List, NamedTuple, Tuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -66,7 +66,7 @@ def consts(bits: int, relu: bool) -> Consts:
     )
 
 
-def _quant_weight(w: Tensor, c: Consts) -> List[Tensor]:
+def _quant_weight(w: Tensor, c: Consts) -> list[Tensor]:
     """Per seed: scale max|W| / (2^(k-1)-1), round, clamp. [w, wq, |w|, max, s, q, r]"""
     aw = w.abs()
     m = aw.amax(dim=[1, 2], keepdim=True)
@@ -77,15 +77,15 @@ def _quant_weight(w: Tensor, c: Consts) -> List[Tensor]:
 
 
 def forward(
-    x: Tensor, weights: List[Tensor], biases: List[Tensor], relu: bool, train: bool,
-    running: List[Tensor], first: bool, momentum: float, c: Consts,
-) -> Tuple[List[Tensor], List[Tensor], List[List[Tensor]], List[List[Tensor]]]:
+    x: Tensor, weights: list[Tensor], biases: list[Tensor], relu: bool, train: bool,
+    running: list[Tensor], first: bool, momentum: float, c: Consts,
+) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]], list[list[Tensor]]]:
     """Outputs of T1..Tn (Tn: the probabilities), their codes, and what the backward needs."""
     h = x
-    outs: List[Tensor] = []
-    codes: List[Tensor] = []
-    wsaved: List[List[Tensor]] = []
-    asaved: List[List[Tensor]] = []
+    outs: list[Tensor] = []
+    codes: list[Tensor] = []
+    wsaved: list[list[Tensor]] = []
+    asaved: list[list[Tensor]] = []
     last = len(weights) - 1
     z = x
     for i in range(last + 1):
@@ -142,7 +142,7 @@ def _bmm_aligned(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b, out=out)
 
 
-def _weight_backward(g_wq: Tensor, saved: List[Tensor], c: Consts) -> Tensor:
+def _weight_backward(g_wq: Tensor, saved: list[Tensor], c: Consts) -> Tensor:
     w, aw, m, s, q, r = saved[0], saved[2], saved[3], saved[4], saved[5], saved[6]
     g_r = g_wq * s  # mul: r * s
     g_s = (g_wq * r).sum(dim=[1, 2], keepdim=True)
@@ -155,9 +155,9 @@ def _weight_backward(g_wq: Tensor, saved: List[Tensor], c: Consts) -> Tensor:
 
 
 def train_step(
-    x: Tensor, target: Tensor, weights: List[Tensor], biases: List[Tensor], relu: bool,
-    running: List[Tensor], first: bool, momentum: float, c: Consts, eps: float,
-) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+    x: Tensor, target: Tensor, weights: list[Tensor], biases: list[Tensor], relu: bool,
+    running: list[Tensor], first: bool, momentum: float, c: Consts, eps: float,
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Per seed syn_loss(model(x), target) in train mode, and its gradients (weights, biases)."""
     outs, _, wsaved, asaved = forward(x, weights, biases, relu, True, running, first, momentum, c)
     probs = outs[-1]
@@ -168,7 +168,7 @@ def train_step(
     pc = pn.clamp(eps, 1.0 - eps)
     lg = pc.log()
     n_seeds, batch = lg.shape[0], lg.shape[1]
-    losses: List[Tensor] = []
+    losses: list[Tensor] = []
     for s in range(n_seeds):  # nll_loss sums in its own (cascaded) order: one call per seed
         losses.append(torch.ops.aten.nll_loss_forward(lg[s], target[s], None, 1, -100)[0])
     loss = torch.stack(losses)
@@ -185,8 +185,8 @@ def train_step(
     g = (g * c.p_scale) / c.p_scale
     gz = torch.ops.aten._softmax_backward_data(g, asaved[-1][0], 2, torch.float32)
     n = len(weights)
-    g_weights: List[Tensor] = []
-    g_biases: List[Tensor] = []
+    g_weights: list[Tensor] = []
+    g_biases: list[Tensor] = []
     for j in range(n):
         i = n - 1 - j
         # F.linear = addmm(b, h, wq.t()): autograd's sum_to and mm_mat1/mm_mat2 backward
@@ -220,7 +220,7 @@ _ONE = torch.tensor(1.0)
 
 @torch.no_grad()
 def adam_update(
-    params: List[Tensor], grads: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
     step: int, lr: float, beta1: float, beta2: float, eps: float,
 ) -> None:
     """torch.optim.Adam's multi-tensor update (no weight decay, amsgrad, ...) at step `step` (1-based).
