@@ -187,7 +187,7 @@ def test_step_down_verdict_numbers():
     assert v.peak_i_xt == 5.0 and v.final_i_xt == 4.0
     assert v.drop_bits == pytest.approx(1.0) and v.drop_rel == pytest.approx(0.2)
     assert v.i_ty_change == pytest.approx(0.0)
-    assert v.peak_reached_epoch == 90 and v.peak_epoch == 90
+    assert v.peak_epoch == 90
     assert v.fit_gain_bits == pytest.approx(0.7)  # from the first measurement to the top
     assert v.fit_end_epoch == 90  # 0.8 reached at the 10th measurement
     assert v.n_measurements == 50 and v.first_epoch == 0 and v.last_epoch == 490

@@ -128,12 +128,14 @@ def zigzag(sx: list[float], thr: float, sustain: int = 1) -> list[tuple[int, int
 
 def _knee(e: np.ndarray, sx: np.ndarray, seg: int, top: int, trough: int, noise: float, th: Thresholds) -> int:
     # the onset of a fall: the knee of a flat-then-falling fit from where I(X;T)
-    # reached its top (within the peak tolerance) to where the fall is half done
+    # reached its top (within the peak tolerance) to where the fall is half done,
+    # so a top held for a while starts falling at its end
     rise = float(sx[top] - sx[seg : top + 1].min())
     eps = max(th.noise_k * noise, th.peak_tol_frac * rise)
     reach = seg + int(np.argmax(sx[seg : top + 1] >= sx[top] - eps))
     half = top + int(np.argmax(sx[top : trough + 1] <= sx[top] - 0.5 * (sx[top] - sx[trough])))
-    return reach + hinge_breakpoint(e[reach : half + 1], sx[reach : half + 1])
+    # a fall from the top starts no earlier than the top (a rounded dome's knee can lie before it)
+    return max(top, reach + hinge_breakpoint(e[reach : half + 1], sx[reach : half + 1]))
 
 
 def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.ndarray,
@@ -214,8 +216,7 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
         start_i_ty=float(sy[0]),
         peak_i_ty=float(sy.max()),
         final_i_ty=float(sy[-1]),
-        peak_epoch=epoch_value(e[imax]),
-        peak_reached_epoch=epoch_value(e[reach]),
+        peak_epoch=epoch_value(e[reach]),
         peak_i_xt=peak,
         final_i_xt=final,
         drop_bits=float(drop),

@@ -119,8 +119,9 @@ class Episode:
 class PhaseVerdict:
     """One layer's phases. I(X;T) values are of the smoothed series, in bits.
 
-    `peak_i_xt` is the global maximum of smoothed I(X;T) (at `peak_epoch`, its
-    first epoch; `peak_reached_epoch`: first epoch within the peak tolerance);
+    `peak_i_xt` is the global maximum of smoothed I(X;T); `peak_epoch` is when
+    I(X;T) reached it (the first epoch within the peak tolerance of it, so
+    noise on a plateau does not move it);
     `drop_bits` = peak - final. `start_*`, `peak_*`, `final_*` of I(X;T) and
     I(T;Y) are the first value, global maximum and last value of the smoothed
     series (the start is the first measurement itself). `onset_epoch` is the knee of the first fall by
@@ -150,7 +151,6 @@ class PhaseVerdict:
     peak_i_ty: float
     final_i_ty: float
     peak_epoch: int | float
-    peak_reached_epoch: int | float
     peak_i_xt: float
     final_i_xt: float
     drop_bits: float
