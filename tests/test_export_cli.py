@@ -178,6 +178,18 @@ def test_tanh_with_finn_on_a_zynq_part_is_refused_before_starting(tmp_path, caps
     assert not rd.export_dir.exists()
 
 
+def test_finn_estimate_refuses_tanh_on_a_zynq_part_from_python(tmp_path):
+    from ib_brevitas.export import finn_estimate
+    from ib_brevitas.export.finn_bridge import FinnPartUnsupported
+
+    fake_env = tmp_path / "finn-env"
+    (fake_env / "bin").mkdir(parents=True)
+    (fake_env / "bin" / "python").symlink_to(sys.executable)
+    with pytest.raises(FinnPartUnsupported, match="fpga_part="):
+        finn_estimate(syn_mlp("tanh", 4), torch.zeros(8, 12), tmp_path / "out", env_dir=fake_env)
+    assert not (tmp_path / "out" / "worker").exists()  # FINN never started
+
+
 def test_check_part_on_graphs(tmp_path):
     from ib_brevitas.export import to_qonnx
     from ib_brevitas.export.finn_bridge import FinnPartUnsupported, check_part
