@@ -8,6 +8,8 @@ The tag and plugin names below are the on-disk contract between both halves.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 PLUGIN_NAME = "information_plane"
 # Wire format 2: one numeric tensor per measurement, all layers (see `wire`).
 MEASUREMENTS_TAG_PREFIX = "information_plane/measurements/"
@@ -18,6 +20,8 @@ HARDWARE_TAG = "information_plane/hardware"
 # Version of the wire format written into every series' plugin metadata; read and checked.
 WIRE_VERSION = 2
 SCHEMA_VERSION = WIRE_VERSION  # the name this constant had before wire format 2
+# The frontend: ES modules and a stylesheet, served by the plugin and inlined by `plot --html`.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 __all__ = [
     "PLUGIN_NAME",

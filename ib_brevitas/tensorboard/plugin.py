@@ -40,7 +40,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.util import tb_logging
 
 from ib_brevitas.seedmean import group_of
-from ib_brevitas.tensorboard import HARDWARE_TAG, PHASES_TAG, PLUGIN_NAME
+from ib_brevitas.tensorboard import HARDWARE_TAG, PHASES_TAG, PLUGIN_NAME, STATIC_DIR
 from ib_brevitas.tensorboard import views, wire
 from ib_brevitas.tensorboard.views import current_data  # noqa: F401  (public before views existed)
 
@@ -48,7 +48,6 @@ __all__ = ["InformationPlanePlugin", "InformationPlaneLoader", "group_of", "curr
 
 logger = tb_logging.get_logger()
 
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _STATIC_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.(js|css)$")
 _CONTENT_TYPES = {"js": "text/javascript", "css": "text/css"}
 # read_tensors needs a bound; the loader already keeps every point (see fix_flags).

@@ -187,7 +187,8 @@ function runPanel(run, group, models) {
     return s;
   }
   const model = modelKey(series);
-  models.set(model, models.get(model) || { key: model, caption: group, series });
+  models.set(model, models.get(model) || { key: model, caption: group, series, shown: [] });
+  models.get(model).shown.push(...series);
   const view = { series, bounds: d.points.bounds, mean: false, title: run, events: (d.phases && d.phases.events) || [],
     opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts: state.charts };
   s.append(drawPlane(view), drawEpochs(view));
@@ -211,7 +212,8 @@ function groupPanel(group, runs, models) {
     return s;
   }
   const model = modelKey(series);
-  models.set(model, models.get(model) || { key: model, caption: group, series });
+  models.set(model, models.get(model) || { key: model, caption: group, series, shown: [] });
+  models.get(model).shown.push(...series);
   const view = { series, seeds, bounds: m.body.bounds, mean: true, title: group, events: [],
     opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts: state.charts };
   s.append(drawPlane(view), drawEpochs(view));
@@ -228,8 +230,11 @@ function drawSelectors() {
   };
   drawGroupPicker(ui.groupList, groups, state.selected, (g, on) => select(groups.get(g), on));
   drawRunList(ui.runList, state.runs, state.selected, (r, on) => select([r], on));
-  const all = [...state.data.values()].flatMap((d) => seriesOf(d.points));
-  drawViewOptions(ui.viewList, { mode: state.mode, logEpoch: state.logEpoch ?? logEpoch(all), spread: state.spread }, (k, v) => {
+}
+
+// The view options; "log epoch axis" shows what the panels use (automatic: on for long runs).
+function drawView(shownSeries) {
+  drawViewOptions(ui.viewList, { mode: state.mode, logEpoch: logEpoch(shownSeries), spread: state.spread }, (k, v) => {
     state[k] = v;
     update();
   });
@@ -262,6 +267,7 @@ function drawAll() {
     if (!panels.length) panels.push(el("div", { class: "ip-empty" }, "Select a configuration or run above."));
   }
   ui.panels.replaceChildren(...panels);
+  drawView([...models.values()].flatMap((m) => m.shown));
   drawLayerToggles(ui.layerList, [...models.values()].map((m) => ({
     key: m.key, caption: m.caption, layers: m.series.map((s) => ({ label: s.label, index: s.index, layer: s.layer })),
   })), (model, label) => state.hidden.has(model + SEP + label), (model, label, on) => {
