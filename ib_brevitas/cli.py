@@ -30,6 +30,8 @@ COMMANDS = {
     "phases": ("ib_brevitas.phase_report", "fitting/compression verdicts per layer across runs"),
     "export": ("ib_brevitas.export.cli", "export a run's model to QONNX/QCDQ and verify its integers"),
     "finn-setup": ("ib_brevitas.export.finn_setup", "create the separate FINN environment"),
+    "sweep": ("ib_brevitas.experiments.sweep", "train a grid of configurations x seeds, one run directory each"),
+    "report": ("ib_brevitas.experiments.report", "a Markdown report with figures of a sweep's runs"),
 }
 USAGE_ERROR, FAILURE, INTERRUPTED = 2, 1, 130
 

@@ -1,0 +1,195 @@
+"""`ib-brevitas sweep`: a grid of configurations times seeds, one run directory per seed.
+
+    ib-brevitas sweep --sweep-dir runs/study --preset paper-syn
+    ib-brevitas sweep --sweep-dir runs/small --activation tanh relu --bits 4 8 --epochs 500 --seeds 0-9
+
+Each seed's directory (DIR/<configuration>/s<seed>) is exactly what
+`ib-brevitas train --run-dir` writes, so plot, phases, export, report and the
+TensorBoard tab (`--logdir DIR`) read it as any run. DIR/sweep.json names the
+grid and records each session's start, end and seeds trained. Rerunning the
+command skips finished runs and resumes interrupted ones (train's --resume);
+a worker that dies is replaced and its task resumed. See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ib_brevitas.experiments.sweep_args import add_arguments  # noqa: F401  the command's flags
+from ib_brevitas.experiments.sweep_engines import ENGINES, Outcome, is_done, run_local, run_ray
+from ib_brevitas.experiments.sweep_plan import (
+    VERSION,
+    Job,
+    UsageError,
+    check_sweep_dir,
+    config_name,
+    grid_from_args,
+    grid_points,
+    write_manifest,
+)
+from ib_brevitas.formatting import format_table
+from ib_brevitas.phase_report import thresholds_from_args
+from ib_brevitas.rundir import RunDir, RunDirError, RunLock
+
+PROG = "ib-brevitas sweep"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (UsageError, RunDirError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[Job]]:
+    """The manifest's grid part and every job, all arguments checked (nothing written)."""
+    from ib_brevitas.experiments import train
+    from ib_brevitas.phases.types import make_thresholds
+
+    if args.engine not in ENGINES:
+        raise UsageError(f"--engine: unknown engine {args.engine!r}; choose from {', '.join(ENGINES)}")
+    if args.address is not None and args.engine != "ray":
+        raise UsageError("--address names a Ray cluster; add --engine ray")
+    for flag, value, least in (("--workers", args.workers, 1), ("--seeds-per-task", args.seeds_per_task, 1),
+                               ("--max-retries", args.max_retries, 0)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} must be >= {least}, got {value}")
+    grid, seeds = grid_from_args(args, train.SETTINGS)
+    thresholds = thresholds_from_args(args)
+    try:
+        make_thresholds(thresholds)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    engine = args.train_engine or train.SETTINGS["engine"]
+    checks = argparse.Namespace(threads=1, checkpoint_secs=args.checkpoint_secs, resume=False, overwrite=False)
+    sweep_dir = args.sweep_dir.resolve()
+    jobs = []
+    for point in grid_points(grid):
+        cname = config_name(point, grid)
+        for seed in seeds:
+            settings = {**train.SETTINGS, **point, "seed": seed, "engine": engine}
+            try:
+                train.validate(settings, checks)
+            except train.UsageError as e:
+                raise UsageError(str(e)) from None
+            name = f"{cname}/s{seed}"
+            jobs.append(Job(name, train.new_config(settings, sweep_dir / name, thresholds)))
+    plan = {"grid": grid, "seeds": seeds, "fixed": {"engine": engine, "phase_thresholds": thresholds}}
+    return plan, jobs
+
+
+def _run(args: argparse.Namespace) -> int:
+    plan, jobs = plan_sweep(args)
+    sweep_dir = args.sweep_dir.resolve()
+    check_sweep_dir(sweep_dir, plan)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(sweep_dir / ".lock"):
+        manifest = check_sweep_dir(sweep_dir, plan) or {
+            "version": VERSION, **plan,
+            "configurations": {j.name.split("/")[0]: {k: j.config[k] for k in plan["grid"]} for j in jobs},
+            "runs": [j.name for j in jobs], "sessions": [],
+        }
+        return _sweep(args, sweep_dir, manifest, jobs)
+
+
+def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], jobs: list[Job]) -> int:
+    from tqdm import tqdm
+
+    dirs = {j.name: RunDir(sweep_dir / j.name) for j in jobs}
+    done0 = {j.name for j in jobs if is_done(dirs[j.name], j.config["epochs"])}
+    todo = [j for j in jobs if j.name not in done0]
+    workers = args.workers or os.cpu_count() or 1
+    session = {"started": _now(), "ended": None, "engine": args.engine, "workers": workers,
+               "skipped": len(done0), "trained": 0, "failed": 0, "wall_s": None}
+    manifest["sessions"].append(session)
+    write_manifest(sweep_dir, manifest)
+    tasks = _tasks(todo, dirs, args.seeds_per_task, workers)
+    t0 = time.monotonic()
+    print(f"sweep {sweep_dir}: {len(jobs)} runs ({len(manifest['configurations'])} configurations x "
+          f"{len(manifest['seeds'])} seeds), {len(done0)} finished already, {len(tasks)} task(s) on "
+          f"{args.engine} ({workers} workers)", file=sys.stderr)
+    bar = tqdm(total=len(jobs), initial=len(done0), unit="seed", desc="sweep", disable=args.no_progress,
+               file=sys.stderr, smoothing=0.1)
+    pending = {j.name for j in todo}
+
+    def tick() -> None:
+        finished = {n for n in pending if dirs[n].summary_path("json").exists()}
+        pending.difference_update(finished)
+        bar.update(len(finished))
+
+    outcome = Outcome()
+    try:
+        if tasks:
+            common = dict(checkpoint_secs=args.checkpoint_secs, max_retries=args.max_retries, tick=tick,
+                          say=tqdm.write)
+            if args.engine == "ray":
+                outcome = _ray(tasks, address=args.address, workers=workers, **common)
+            else:
+                outcome = run_local(tasks, workers=workers, **common)
+        tick()
+    finally:
+        bar.close()
+        wall = time.monotonic() - t0
+        trained = sum(r["status"] != "skipped" for r in outcome.results)
+        session.update(ended=_now(), wall_s=round(wall, 3), trained=trained, failed=len(outcome.failures),
+                       retries=outcome.retries)
+        write_manifest(sweep_dir, manifest)
+    print(summary_text(manifest, jobs, dirs, wall, trained))
+    for line in outcome.failures:
+        print(f"{PROG}: failed: {line}", file=sys.stderr)
+    if outcome.failures:
+        print(f"{PROG}: error: {len(outcome.failures)} task(s) failed (above); rerun the same command to retry "
+              "them, the finished runs are kept", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ray(tasks, **kwargs) -> Outcome:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError("--engine ray needs Ray: pip install 'ib-brevitas[ray]'") from None
+    return run_ray(tasks, **kwargs)
+
+
+def _tasks(todo: list[Job], dirs: dict[str, RunDir], per_task: int | None, workers: int) -> list:
+    """Seeds of one configuration, in chunks: `per_task`, else each configuration spread over the workers."""
+    by_config: dict[str, list[Job]] = {}
+    for j in todo:
+        by_config.setdefault(j.name.split("/")[0], []).append(j)
+    tasks = []
+    for js in by_config.values():
+        size = per_task or max(1, math.ceil(len(js) / workers))
+        tasks += [[(str(dirs[j.name].path), j.config) for j in js[i:i + size]] for i in range(0, len(js), size)]
+    return tasks
+
+
+def summary_text(manifest: dict[str, Any], jobs: list[Job], dirs: dict[str, RunDir], wall: float,
+                 trained: int) -> str:
+    """Per configuration: runs finished of all; then this session's time and rate, and what to run next."""
+    rows, per = [], {}
+    for j in jobs:
+        c = per.setdefault(j.name.split("/")[0], [0, 0])
+        c[0] += is_done(dirs[j.name], j.config["epochs"])
+        c[1] += 1
+    for name, (done, total) in per.items():
+        rows.append([name, f"{done}/{total}", "" if done == total else "incomplete: rerun to resume"])
+    rate = f", {trained / wall * 3600:.1f} seeds/hour" if trained and wall > 0 else ""
+    sweep_dir = next(iter(dirs.values())).path.parent.parent
+    return "\n".join([
+        format_table(["configuration", "runs finished", ""], rows),
+        f"this session: {trained} run(s) trained in {wall:.1f} s{rate}",
+        f"report: ib-brevitas report {sweep_dir}",
+    ])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

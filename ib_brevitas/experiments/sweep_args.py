@@ -1,0 +1,62 @@
+"""`ib-brevitas sweep` flags, kept light (no torch) so `--help` answers at once.
+
+Grid flags take several values (`--activation tanh relu --bits 4 8`); each
+combination is one configuration, trained for every seed of `--seeds`. A flag
+left out takes the preset's value, else `train`'s default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ib_brevitas.phase_report import add_threshold_arguments
+
+# Grid axes: train's settings that may take several values, and their parsers.
+AXES = {"activation": str, "bits": int, "epochs": int, "mi_every": int, "lr": float, "batch_size": int,
+        "test_fraction": float}
+ACTIVATIONS = ("tanh", "relu")
+# The paper's studies (Lorenzen et al., ICLR 2022): SYN, 50 seeds per activation at 8 bit; 4 bit with 20.
+PRESETS = {
+    "paper-syn": dict(activation=["tanh", "relu"], bits=[8], seeds="0-49", epochs=[8000], mi_every=[5]),
+    "paper-syn-4bit": dict(activation=["tanh", "relu"], bits=[4], seeds="0-19", epochs=[8000], mi_every=[5]),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep-dir", type=Path, required=True, metavar="DIR",
+                   help="where the runs (DIR/<configuration>/s<seed>) and the manifest DIR/sweep.json go; "
+                        "rerun the same command to skip finished runs and resume interrupted ones")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help=f"a named grid: {', '.join(PRESETS)} (paper-syn: tanh+relu, 8 bit, seeds 0-49, "
+                        "8000 epochs, MI every 5); flags given beside it replace its values")
+    p.add_argument("--seeds", nargs="*", default=None, metavar="SEEDS",
+                   help="seeds: ranges and lists, e.g. 0-49, or 0 3 7, or 0-4,10 (default: 0)")
+    g = p.add_argument_group("grid (several values: one configuration per combination)")
+    g.add_argument("--activation", nargs="*", default=None, metavar="ACT",
+                   help=f"hidden activations: {' '.join(ACTIVATIONS)} (default: tanh)")
+    g.add_argument("--bits", nargs="*", type=int, default=None, metavar="B", help="bit widths (default: 8)")
+    g.add_argument("--epochs", nargs="*", type=int, default=None, metavar="N", help="training epochs (paper: 8000)")
+    g.add_argument("--mi-every", nargs="*", type=int, default=None, metavar="K", help="measure MI every K epochs (paper: 5)")
+    g.add_argument("--lr", nargs="*", type=float, default=None, metavar="LR", help="Adam learning rates (paper: 1e-4)")
+    g.add_argument("--batch-size", nargs="*", type=int, default=None, metavar="B", help="minibatch sizes (paper: 256)")
+    g.add_argument("--test-fraction", nargs="*", type=float, default=None, metavar="F",
+                   help="held-out shares (paper: 0.2)")
+    e = p.add_argument_group("engine")
+    e.add_argument("--engine", default="local", metavar="ENGINE",
+                   help="'local' (default): worker processes on this machine; 'ray': Ray tasks on a cluster "
+                        "(pip install 'ib-brevitas[ray]')")
+    e.add_argument("--address", default=None,
+                   help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray instance")
+    e.add_argument("--workers", type=int, default=None,
+                   help="parallel workers (default: this machine's cores; with Ray: the cluster's CPUs)")
+    e.add_argument("--seeds-per-task", type=int, default=None, metavar="S",
+                   help="seeds one worker task trains (default: a configuration's seeds spread over the workers)")
+    e.add_argument("--max-retries", type=int, default=3,
+                   help="times a task is re-run after its worker process died (default: 3)")
+    e.add_argument("--train-engine", choices=["fast", "brevitas"], default=None,
+                   help="training step inside each run, as train's --engine (default: fast; same results)")
+    e.add_argument("--checkpoint-secs", type=float, default=60.0,
+                   help="each run checkpoints at most this often (default: 60); a resumed run re-trains after it")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threshold_arguments(p)

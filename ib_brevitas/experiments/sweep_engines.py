@@ -1,0 +1,166 @@
+"""Where a sweep's tasks run: worker processes here (local) or Ray tasks on a cluster.
+
+A task is a list of jobs (seeds of one configuration); `train_task` trains
+them in whatever process runs it. It decides from each run directory what is
+left to do (nothing, resume, or start), so a task that is re-run after its
+process died simply resumes: that is all the fault tolerance a sweep needs,
+and both engines get it by re-running a task whose worker died (the local
+engine restarts its pool, Ray re-executes it, `max_retries` times). Run
+directories must therefore be on a file system every worker sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ib_brevitas.rundir import IDENTITY_KEYS, RunDir
+
+ENGINES = ("local", "ray")
+Task = list  # of (run directory path, config) pairs
+
+
+def is_done(rd: RunDir, epochs: int) -> bool:
+    """A run is finished when its end-of-run summary is written for `epochs` epochs."""
+    if not rd.summary_path("json").exists():
+        return False
+    try:
+        return rd.read_config().get("epochs") == epochs
+    except ValueError:
+        return False
+
+
+def train_task(task: Task, checkpoint_secs: float) -> list[dict[str, Any]]:
+    """Train a task's runs in this process: skip finished ones, resume interrupted ones, start the rest.
+
+    Returns one {"path", "status", "seconds"} per run (status: skipped / resumed / trained).
+    """
+    from ib_brevitas.experiments.train import resumed_config
+
+    results, runs = [], []
+    with contextlib.ExitStack() as locks:
+        for path, config in task:
+            rd = RunDir(path)
+            locks.enter_context(rd.lock())  # another live process in it: RunDirLocked
+            if is_done(rd, config["epochs"]):
+                results.append({"path": str(path), "status": "skipped", "seconds": 0.0})
+                continue
+            resume = rd.config_path.exists()  # a checkpoint or not: the resume path knows what to redo
+            if resume:
+                pinned = {k: config[k] for k in config if k in (*IDENTITY_KEYS, "seed", "engine", "epochs")}
+                config = resumed_config(rd, pinned)  # the run's own config; a contradiction is refused
+            runs.append((rd, config, resume))
+        results += train_runs(runs, checkpoint_secs)
+    return results
+
+
+def train_runs(runs: list[tuple[RunDir, dict, bool]], checkpoint_secs: float) -> list[dict[str, Any]]:
+    """Train (run directory, config, resume) triples of one configuration, each exactly as `train` would.
+
+    One after another today; the seed-batched engine trains them together
+    here (one call), with the same files in each run directory.
+    """
+    from ib_brevitas.experiments.loop import train_and_measure
+
+    out = []
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # each run's summary.txt has it
+        for rd, config, resume in runs:
+            t0 = time.monotonic()
+            code = train_and_measure(rd, config, resume=resume, threads=1, checkpoint_secs=checkpoint_secs,
+                                     progress=False)
+            if code != 0:
+                raise RuntimeError(f"{rd.path}: training stopped with exit code {code}")
+            out.append({"path": str(rd.path), "status": "resumed" if resume else "trained",
+                        "seconds": time.monotonic() - t0})
+    return out
+
+
+@dataclass
+class Outcome:
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # one line per failed task
+    retries: int = 0
+
+
+def run_local(tasks: list[Task], *, workers: int, checkpoint_secs: float, max_retries: int,
+              tick: Callable[[], None], say: Callable[[str], None]) -> Outcome:
+    """Tasks on a pool of `workers` processes; a pool broken by a dead worker is rebuilt and its tasks re-run."""
+    out, pending = Outcome(), list(tasks)
+    while pending:
+        with ProcessPoolExecutor(min(workers, len(pending)), mp_context=_context()) as pool:
+            futures = {pool.submit(train_task, t, checkpoint_secs): t for t in pending}
+            pending = []
+            while futures:
+                done, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                tick()
+                for f in done:
+                    task = futures.pop(f)
+                    try:
+                        out.results += f.result()
+                    except BrokenProcessPool:
+                        pending.append(task)
+                    except Exception as e:  # noqa: BLE001 - a failed task is reported, the others go on
+                        out.failures.append(_failure(task, e))
+        if pending:
+            if out.retries >= max_retries:
+                out.failures += [_failure(t, RuntimeError(f"its worker process died {max_retries + 1} times"))
+                                 for t in pending]
+                break
+            out.retries += 1
+            say(f"a worker process died; restarting the workers, {len(pending)} task(s) resume "
+                f"(retry {out.retries} of {max_retries})")
+    return out
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork from a server that imported the training code once (fast restarts); spawn where there is none."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["ib_brevitas.experiments.loop", "ib_brevitas.experiments.train"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def run_ray(tasks: list[Task], *, address: str | None, workers: int | None, checkpoint_secs: float,
+            max_retries: int, tick: Callable[[], None], say: Callable[[str], None]) -> Outcome:
+    """Tasks as Ray tasks (one CPU each); Ray re-executes one whose worker died, up to `max_retries` times.
+
+    Uses the Ray instance this process is already connected to, else connects
+    to `address`, else starts a local one with `workers` CPUs (and stops it).
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        kwargs = {"address": address} if address else {"num_cpus": workers}
+        ray.init(**kwargs, include_dashboard=False, log_to_driver=False)
+    out = Outcome()
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=max_retries)(train_task)
+        refs = {remote.remote(t, checkpoint_secs): t for t in tasks}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            tick()
+            for ref in done:
+                task = refs.pop(ref)
+                try:
+                    out.results += ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - RayTaskError (the task's own), WorkerCrashedError
+                    out.failures.append(_failure(task, getattr(e, "cause", None) or e))
+    finally:
+        if started:
+            ray.shutdown()
+    return out
+
+
+def _failure(task: Task, e: BaseException) -> str:
+    names = ", ".join(Path(p).parent.name + "/" + Path(p).name for p, _ in task)
+    message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{names}: {type(e).__name__}: {message}"
