@@ -227,3 +227,36 @@ def test_output_is_written_atomically(tmp_path, monkeypatch):
     assert main(["export", str(rd.path), "-o", str(out)]) == 1
     assert out.read_bytes() == b"previous" and not list(tmp_path.glob(".model.onnx.*.tmp"))
     assert json.loads(rd.config_path.read_text())["activation"] == "relu"
+
+
+def test_ctrl_c_during_the_finn_step_stops_the_worker_too(tmp_path):
+    """SIGINT to `export --finn` while FINN runs: exit 130, one line, and the worker process is gone."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    fake_env = tmp_path / "finn-env"
+    (fake_env / "bin").mkdir(parents=True)
+    pid_file = tmp_path / "worker.pid"
+    worker = fake_env / "bin" / "python"
+    worker.write_text(f"#!/bin/sh\necho $$ > {pid_file}\necho '[finn-worker] pretending to build'\nexec sleep 60\n")
+    worker.chmod(0o755)
+    rd, _ = syn_run(tmp_path / "run", activation="relu", bits=4)
+    proc = subprocess.Popen([sys.executable, "-m", "ib_brevitas", "export", str(rd.path), "--finn",
+                             "--finn-env", str(fake_env)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # wait until the bridge relays the worker's progress line
+            if "pretending to build" in line:
+                break
+        worker_pid = int(pid_file.read_text())
+        os.kill(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "ib-brevitas export: error: interrupted" and "Traceback" not in err
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)

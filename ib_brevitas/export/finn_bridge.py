@@ -151,11 +151,16 @@ def run_worker(
     print(f"running FINN in {py.parent.parent} (log: {log_path})", file=sys.stderr, flush=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        for line in proc.stdout:  # progress through to the user, everything into the log
-            log.write(line)
-            if "[finn-worker]" in line or "Running step" in line:
-                print("  " + line.rstrip().split("] ", 1)[-1], file=sys.stderr, flush=True)
-        proc.wait()
+        try:
+            for line in proc.stdout:  # progress through to the user, everything into the log
+                log.write(line)
+                if "[finn-worker]" in line or "Running step" in line:
+                    print("  " + line.rstrip().split("] ", 1)[-1], file=sys.stderr, flush=True)
+            proc.wait()
+        except BaseException:  # Ctrl-C (or anything else) here: the worker does not outlive us
+            proc.kill()
+            proc.wait()
+            raise
     results_path = out_dir / "results.json"
     if not results_path.exists():
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-20:])
