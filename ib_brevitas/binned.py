@@ -89,11 +89,11 @@ class BinnedPlane:
         if len(set(labels_seen)) != len(labels_seen):
             raise ValueError(f"estimators repeat a label: {labels_seen}; give each binning once")
         self.batch_size = 1
+        self.bit_widths: dict[str, int] = {}  # per layer, as the latest pass found them
         first = self._gather(self.inputs[:1])
         self.layer_names = list(first)
         per_sample = max(1, sum(a.shape[1] for a in first.values()))
         self.batch_size = batch_size or int(min(self.inputs.shape[0], max(1, _BATCH_VALUES // per_sample)))
-        self.bit_widths: dict[str, int] = {}
         self._label_groups = unique_rows(self.labels)
 
     def _gather(self, inputs: torch.Tensor) -> dict[str, np.ndarray]:
@@ -181,7 +181,7 @@ def measure_snapshots(plane: BinnedPlane, snapshots: Iterable[tuple[int, int | N
     saved = copy.deepcopy(model.state_dict())
     try:
         ranges = []
-        for epoch, _, state in snapshots:
+        for _, _, state in snapshots:
             model.load_state_dict(state)
             ranges.append(plane.value_range())
         run_range = binning.global_range(ranges)

@@ -145,6 +145,12 @@ def adaptive_codes(values: Any, n_bins: int, per_neuron: bool = False) -> np.nda
     return codes
 
 
+def _number(x: float) -> str:
+    """Shortest text that reads back as the same float ("-1" for -1.0): labels round-trip exactly."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _check_bins(n_bins) -> int:
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)):
         raise TypeError(f"n_bins must be an int, got {n_bins!r}")
@@ -191,7 +197,7 @@ class BinningEstimator:
 
     @property
     def label(self) -> str:
-        where = f"fixed[{self.bounds[0]:g},{self.bounds[1]:g}]" if self.fixed else self.bounds
+        where = f"fixed[{_number(self.bounds[0])},{_number(self.bounds[1])}]" if self.fixed else self.bounds
         return f"binning-{self.strategy}-{self.n_bins}-{where}"
 
     def codes(self, values: Any, global_range: tuple[float, float] | None = None, name: str = "activations") -> np.ndarray:

@@ -155,6 +155,8 @@ def test_labels_never_say_exact_and_round_trip():
         BinningEstimator("uniform", 256, "neuron"): "binning-uniform-256-neuron",
         BinningEstimator("uniform", 100, (-1, 1)): "binning-uniform-100-fixed[-1,1]",
         BinningEstimator("adaptive", 30, "layer"): "binning-adaptive-30-layer",
+        BinningEstimator("uniform", 30, (0.1234567, 2.5)): "binning-uniform-30-fixed[0.1234567,2.5]",
+        BinningEstimator("uniform", 30, (-1e-07, 1e20)): "binning-uniform-30-fixed[-1e-07,1e+20]",
     }
     for est, label in labels.items():
         assert est.label == label and "exact" not in label
@@ -243,8 +245,8 @@ def test_binned_plane_on_a_quantized_network_bins_its_dequantized_outputs():
     acts = plane.activations()
     for name in plane.layer_names:
         np.testing.assert_allclose(acts[name], codes[name] * scales[name].numpy(), rtol=1e-6, atol=1e-7)
-    records = plane.measure(epoch=0)
-    assert all(r.bit_width == 8 and r.estimator == est.label for r in records)
+    for records in (plane.measure(epoch=0), BinnedPlane(model, x, y, estimators=[est]).measure(0, activations=acts)):
+        assert all(r.bit_width == 8 and r.estimator == est.label for r in records)
 
 
 def test_measure_snapshots_uses_the_range_of_the_whole_run_and_restores_the_model():
