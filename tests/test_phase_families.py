@@ -175,3 +175,6 @@ def test_state_dict_round_trips_through_json_and_resumes_exactly():
     assert resumed.finish() == whole.finish()
     with pytest.raises(ValueError, match="not a PhaseTracker state"):
         PhaseTracker().load_state_dict({"version": 99})
+    del state["layers"]["T"]["i_ty"]
+    with pytest.raises(ValueError, match="not a valid PhaseTracker state.*i_ty.*from_records"):
+        PhaseTracker().load_state_dict(state)

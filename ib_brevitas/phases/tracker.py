@@ -123,14 +123,20 @@ class PhaseTracker:
         if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
             raise ValueError(f"not a PhaseTracker state of version {_STATE_VERSION} "
                              f"(got version {state.get('version') if isinstance(state, Mapping) else state!r})")
-        fresh = PhaseTracker(**state["thresholds"])
-        for name, d in state["layers"].items():
-            s = fresh._layers[name] = _Layer(int(d["index"]), int(fresh.thresholds.smooth), d["n_samples"])
-            for point in zip(d["epochs"], d["i_xt"], d["i_ty"]):
-                s.append(*map(float, point))
-            s.state, s.entry_threshold = d["state"], float(d["entry_threshold"])
-            s.fit_reported, s.streak = bool(d["fit_reported"]), int(d["streak"])
-        fresh.events = [PhaseEvent.from_dict(e) for e in state["events"]]
+        try:
+            fresh = PhaseTracker(**state["thresholds"])
+            for name, d in state["layers"].items():
+                s = fresh._layers[name] = _Layer(int(d["index"]), int(fresh.thresholds.smooth), d["n_samples"])
+                for point in zip(d["epochs"], d["i_xt"], d["i_ty"], strict=True):
+                    s.append(*map(float, point))
+                if d["state"] not in ("none", "started", "confirmed"):
+                    raise ValueError(f"layer {name!r} has event state {d['state']!r}")
+                s.state, s.entry_threshold = d["state"], float(d["entry_threshold"])
+                s.fit_reported, s.streak = bool(d["fit_reported"]), int(d["streak"])
+            fresh.events = [PhaseEvent.from_dict(e) for e in state["events"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a valid PhaseTracker state ({type(e).__name__}: {e}); "
+                             "rebuild the tracker with PhaseTracker.from_records instead") from None
         self.__dict__.update(fresh.__dict__)
 
     # -- feeding
