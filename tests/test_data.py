@@ -222,6 +222,8 @@ def test_load_idx_dir_reads_what_is_there_train_first(tmp_path, present):
             _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", sets[prefix][1])
     x, y = data.load_idx_dir(tmp_path)
     _check_against_headers(tmp_path, x, y, present)
+    assert data.idx_split_sizes(tmp_path) == {{"train": "train", "t10k": "test"}[p]: len(sets[p][1]) for p in present}
+    assert list(data.idx_split_sizes(tmp_path).values()) == [len(sets[p][1]) for p in present]  # load order
     np.testing.assert_array_equal(x, np.concatenate([sets[p][0] for p in present]))
     np.testing.assert_array_equal(y, np.concatenate([sets[p][1] for p in present]))
 
@@ -251,6 +253,7 @@ def test_load_idx_dir_real_mnist_test_set_against_its_headers():
 def test_fashion_mnist_full_size_against_its_headers():
     x, y = data.fashion_mnist()
     _check_against_headers(data.FASHION_MNIST_DIR, x, y, ["train", "t10k"])
+    assert data.idx_split_sizes(data.FASHION_MNIST_DIR) == {"train": 60000, "test": 10000}
     assert x.shape == (70000, 28, 28)
     assert np.bincount(y).tolist() == [7000] * 10  # Fashion-MNIST is balanced in both sets
     inputs, labels = data.image_set("fashion-mnist")

@@ -174,6 +174,24 @@ def _present_splits(directory: Path) -> list[str]:
     return splits
 
 
+def idx_split_sizes(directory: str | Path) -> dict[str, int]:
+    """{"train": n, "test": m} for the sets `load_idx_dir` reads, in its order (train rows come first).
+
+    Read from the image files' headers only, e.g. to train on the first n rows
+    and measure all of them.
+    """
+    directory = Path(directory)
+    sizes = {}
+    for split in _present_splits(directory) if directory.is_dir() else []:
+        path = _find_idx(directory, _IDX_NAMES[split][0])
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            header = f.read(8)
+        if len(header) < 8:
+            raise ValueError(f"{path}: too short for an IDX header ({len(header)} bytes)")
+        sizes[split] = int.from_bytes(header[4:8], "big")
+    return sizes
+
+
 def load_idx_dir(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """All MNIST-format IDX images in `directory`: train then test when both are there, else the one set.
 
