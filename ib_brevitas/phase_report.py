@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import io
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -36,13 +37,13 @@ from ib_brevitas.phases.seeds import (  # noqa: F401  re-exported: the names thi
     summarize_runs,
 )
 
-NOTES = f"""\
-fitting: runs with a fitting phase (n/o: not observable, the layer injective at log2 N from the start).
-compression: runs with compression / runs decided (undecided ones apart), 95% CI: Clopper-Pearson exact.
-median onset: over compressing runs. median drop: peak - final smoothed I(X;T), bits. signed drop, p:
-I(X;T) fall from the epoch where the other runs peak, and the one-sided Wilcoxon signed-rank p-value
-that it is > 0. Readings: mean +- s.d. over runs; {PEAK_NOTE}. mean curve: the verdict on the runs'
-mean I(X;T) and I(T;Y) over their shared epochs."""
+NOTES = textwrap.fill(
+    "fitting: runs with a fitting phase (n/o: not observable, the layer injective at log2 N from the start). "
+    "compression: runs with compression / runs decided (undecided ones apart), 95% CI: Clopper-Pearson exact. "
+    "median onset: over compressing runs. median drop: peak - final smoothed I(X;T), bits. signed drop, p: "
+    "I(X;T) fall from the epoch where the other runs peak, and the one-sided Wilcoxon signed-rank p-value "
+    f"that it is > 0. Readings: mean +- s.d. over runs; {PEAK_NOTE}. mean curve: the verdict on the runs' "
+    "mean I(X;T) and I(T;Y) over their shared epochs.", width=100)
 
 
 def format_summary_table(summary: PhaseSummary) -> str:
