@@ -13,6 +13,7 @@ from ib_brevitas import binning
 from ib_brevitas.binned import BinnedPlane, default_layers, measure_snapshots
 from ib_brevitas.binning import BinningEstimator, parse_estimator
 from ib_brevitas.experiments.models import PaperMLP, build_net
+from ib_brevitas.records import record_from_dict
 
 UNIFORM_BOUNDS = ["global", "layer", "neuron", (-1.0, 1.0)]
 BIN_COUNTS = [3, 30, 100, 256]
@@ -220,6 +221,7 @@ def test_binned_plane_on_a_float_network_matches_hand_computation(activation):
         assert not r.exact and r.bit_width == 32 and r.epoch == 4 and r.step == 40
         assert r.layer_index == int(r.layer[1:]) - 1 and r.label == r.layer
         assert r.width == expected[r.layer].shape[1]
+        assert record_from_dict(r.to_dict()) == r  # a valid v2 record; the label survives mi.jsonl
 
 
 def test_binned_plane_on_a_quantized_network_bins_its_dequantized_outputs():
