@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ib_brevitas import probe
+from ib_brevitas import distributed, probe
 from ib_brevitas.codes import PackedCodes
 from ib_brevitas.functional import as_code_rows, information_plane_point, unique_rows
 from ib_brevitas.layers import select_layers
@@ -206,6 +206,8 @@ class InformationPlane:
         from ib_brevitas.rundir import RunDir, RunDirError
 
         rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        if not distributed.is_rank_zero():  # under torch.distributed only rank zero writes
+            return rd
         rd.create()
         if not self.history and rd.read_records():
             raise RunDirError(
@@ -237,6 +239,8 @@ class InformationPlane:
     def finish_phases(self) -> dict[str, Any]:
         """End of training: flush, emit the final phase events, return the per-layer verdicts."""
         self.flush()
+        if self._phases is None and not distributed.is_rank_zero():
+            return {}
         if self._phases is None:
             raise RuntimeError("no phase tracking: call record_to(run_dir) (phases=True) first")
         epoch = self.history[-1].epoch if self.history else 0
@@ -254,25 +258,38 @@ class InformationPlane:
         return {name: store.unpack() for name, store in self.collect().items()}
 
     def _probe(self) -> tuple[Callable[[], dict[str, PackedCodes]], dict[str, float | None]]:
-        """Run the probe pass now; return what packs its codes, and the layers' scales now."""
+        """Run the probe pass now; return what packs its codes, and the layers' scales now.
+
+        Under a torch.distributed process group this rank runs only its slice
+        and the codes are gathered to rank zero (`distributed`); other ranks pack {}.
+        """
         # Also check when no hooked pass has given the layout yet (a plane resumed mid-cadence).
         checking = self.codes_fn is not None and (self._passes % self.verify_every == 0 or not self._layout)
         self._passes += 1
         scales = probe.layer_scales(self.model, self._modules)
-        if self.codes_fn is not None and not checking:
-            raw = probe.codes_fn_batches(self.codes_fn, self.inputs, self.batch_size, self.device)
-            return (lambda: probe.pack_batches(raw, self._layout, self.layer_names, self.n_samples)), scales
-        stores = probe.hooked_codes(self.model, self._modules, self.inputs, self.batch_size, self.device)
-        self._layout = {name: (s.width, s.bit_width, s.signed) for name, s in stores.items()}
-        if checking:
-            self._check_codes_fn(stores)
+        part = distributed.share(self.n_samples)
+        if part is None:
+            return self._local_pass(self.inputs, checking), scales
+        inputs = self.inputs[part.start : part.stop]
+        stores = distributed.gather_stores(lambda: self._local_pass(inputs, checking)(), part, self.layer_names,
+                                           distributed.fingerprint(self.inputs, self.labels))
         return (lambda: stores), scales
 
-    def _check_codes_fn(self, hooked: dict[str, PackedCodes]) -> None:
+    def _local_pass(self, inputs: torch.Tensor, checking: bool) -> Callable[[], dict[str, PackedCodes]]:
+        if self.codes_fn is not None and not checking:
+            raw = probe.codes_fn_batches(self.codes_fn, inputs, self.batch_size, self.device)
+            return lambda: probe.pack_batches(raw, self._layout, self.layer_names, inputs.shape[0])
+        stores = probe.hooked_codes(self.model, self._modules, inputs, self.batch_size, self.device)
+        self._layout = {name: (s.width, s.bit_width, s.signed) for name, s in stores.items()}
+        if checking:
+            self._check_codes_fn(stores, inputs)
+        return lambda: stores
+
+    def _check_codes_fn(self, hooked: dict[str, PackedCodes], inputs: torch.Tensor) -> None:
         """Compare `codes_fn` with the hooked pass; drop it (with a warning) if any layer differs."""
         try:
-            raw = probe.codes_fn_batches(self.codes_fn, self.inputs, self.batch_size, self.device)
-            problem = probe.compare(probe.pack_batches(raw, self._layout, self.layer_names, self.n_samples), hooked)
+            raw = probe.codes_fn_batches(self.codes_fn, inputs, self.batch_size, self.device)
+            problem = probe.compare(probe.pack_batches(raw, self._layout, self.layer_names, inputs.shape[0]), hooked)
         except (ValueError, TypeError) as e:
             problem = str(e)
         if problem:
@@ -280,7 +297,7 @@ class InformationPlane:
                 f"codes_fn disagrees with the hooked Brevitas pass: {problem}. This measurement and all "
                 "later ones use the hooked pass (exact, slower); fix codes_fn or leave it unset.",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             self.codes_fn = None
 
@@ -339,8 +356,11 @@ class InformationPlane:
                 "gap in the records; fix the cause and start a new InformationPlane"
             ) from self._failed
         try:
+            stores = pack()
+            if not stores:  # a rank other than zero of a process group: rank zero records
+                return []
             records = []
-            for index, (name, store) in enumerate(pack().items()):
+            for index, (name, store) in enumerate(stores.items()):
                 point = information_plane_point(store.rows, self.labels, label_groups=self._label_groups)
                 records.append(LayerMI(
                     layer=name, epoch=epoch, step=step, i_xt=point.h_t, i_ty=point.i_ty, h_t=point.h_t,
