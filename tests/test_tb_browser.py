@@ -566,3 +566,42 @@ def test_screenshot(page, tmp_path):
     page.frame_locator(FRAME).locator(".ip-panel").first.scroll_into_view_if_needed()
     page.screenshot(path=str(path))
     assert path.stat().st_size > 20_000
+
+
+@pytest.mark.skipif(not os.environ.get("IB_BREVITAS_MAIN_JOB"), reason="set IB_BREVITAS_MAIN_JOB=LOGDIR to take them")
+def test_main_job_screenshots(tmp_path):
+    """The README's and docs' pictures: IB_BREVITAS_MAIN_JOB is a log directory with the SYN demo run
+    (`ib-brevitas train --epochs 300 --run-dir LOGDIR/demo-tanh`) and a few seeds
+    (`--seed K --run-dir LOGDIR/syn-tanh-8b-sK`); the pictures go to IB_BREVITAS_SCREENSHOT_DIR
+    (default: a temporary directory): the default view, and the same in TensorBoard's dark mode."""
+    logdir = Path(os.environ["IB_BREVITAS_MAIN_JOB"])
+    out = Path(os.environ.get("IB_BREVITAS_SCREENSHOT_DIR") or tmp_path)
+    log = tmp_path / "tb.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([str(TENSORBOARD), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0",
+                                 "--load_fast", "false", "--reload_interval", "0", "--reload_task", "blocking"],
+                                stdout=err, stderr=err)
+    try:
+        wait(lambda: re.search(r"at (http://127\.0\.0\.1:\d+/)", log.read_text()), 120, "tensorboard to start")
+        url = re.search(r"at (http://127\.0\.0\.1:\d+/)", log.read_text()).group(1)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1000, "height": 960})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "#information_plane")
+            page.frame_locator(FRAME).locator("body[data-ready='true']").wait_for(timeout=60_000)
+            f = frame(page)
+            groups = f.evaluate("() => [...document.querySelectorAll('.ip-panel')].map((p) => p.dataset.group)")
+            assert any(not g.startswith("demo") for g in groups) and any(g.startswith("demo") for g in groups), groups
+            time.sleep(0.5)
+            page.screenshot(path=str(out / "tensorboard-information-plane.png"))
+            page.evaluate("() => document.body.classList.add('dark-mode')")
+            f.wait_for_function("() => document.documentElement.classList.contains('ip-dark')")
+            time.sleep(0.5)
+            page.screenshot(path=str(out / "tensorboard-information-plane-dark.png"))
+            browser.close()
+        assert errors == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

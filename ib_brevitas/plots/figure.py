@@ -31,6 +31,13 @@ LABEL_PT = 9
 MAX_ELLIPSES = 300
 
 
+def _plain():
+    """Tick labels 1, 10, 100 instead of 10^0, 10^1 on a log epoch axis."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos=None: f"{v:g}")
+
+
 def join_labels(series: Sequence[Series]) -> str:
     """'T1-T4' for consecutive exact layers, else the labels joined by commas."""
     if len(series) == 1:
@@ -184,7 +191,6 @@ def _draw_plane(fig, ax, panel: Panel, log: bool, spread: bool) -> None:
         ax.axhline(panel.h_y, ls="--", color="0.35", lw=1, gid="bound:h_y")
         ax.text(0.01 * x_max, panel.h_y, f"H(Y) = {panel.h_y:.3g}", ha="left", va="bottom", fontsize=7.5,
                 color="0.3", gid="bound-label:h_y")
-    _label_layers(fig, ax, panel.series)
     ax.set_xlabel("I(X;T) [bits]")
     ax.set_ylabel("I(T;Y) [bits]")
     ax.set_title(panel.title + (f"\n{panel.subtitle}" if panel.subtitle else ""), fontsize=9)
@@ -193,6 +199,8 @@ def _draw_plane(fig, ax, panel: Panel, log: bool, spread: bool) -> None:
         if log:
             hi = max(epochs)
             bar.set_ticks(sorted({t for t in (0, 1, 10, 100, 1000, 10000, 100000) if min(epochs) <= t <= hi} | {hi}))
+            bar.ax.yaxis.set_major_formatter(_plain())
+    _label_layers(fig, ax, panel.series)  # last: the layout (colour bar included) fixes where the axes are
 
 
 def _label_layers(fig, ax, series: Sequence[Series]) -> None:
@@ -249,6 +257,7 @@ def _draw_epochs(ax, panel: Panel, key: str, sd_key: str, ylabel: str, bound: fl
                     textcoords="offset points", ha="right", va="bottom", fontsize=7.5, color="0.3")
     if log:
         ax.set_xscale("symlog", linthresh=1)
+        ax.xaxis.set_major_formatter(_plain())
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0, top=top)
     layer_legend = ax.legend(fontsize=7, ncol=3, loc="lower right", title_fontsize=7)

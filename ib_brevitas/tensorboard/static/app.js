@@ -7,7 +7,7 @@
 // Each run's data are fetched and kept separately: a run that fails shows its
 // error in its own panel, and the others keep drawing and updating.
 // For tests: after each render <body> gets data-ready="true", data-render-ms
-// and data-renders; the first load sets data-load-ms.
+// and data-renders; the first load sets data-load-ms, a poll with new data data-poll-ms.
 
 import { el, hideTip } from "./dom.js";
 import { fetchHardware, fetchMean, fetchPhases, fetchPoints, fetchVersions, isEmbedded } from "./api.js";
@@ -76,6 +76,7 @@ function logEpoch(series) {
 // Fetch what the panels need and changed since last time; errors stay per run.
 async function refresh(plan) {
   const jobs = [];
+  const means = [];  // after the runs: the mean route then finds every run decoded
   for (const p of plan) {
     const members = p.kind === "run" ? [p.run] : p.runs;
     const full = p.kind === "run";
@@ -102,17 +103,20 @@ async function refresh(plan) {
       const version = p.runs.map((r) => state.info[r].version).join(",");
       const old = state.means.get(key);
       if (!old || old.version !== version) {
-        jobs.push(fetchMean(p.runs).then((m) => state.means.set(key, m.error
+        means.push(() => fetchMean(p.runs).then((m) => state.means.set(key, m.error
           ? { ...(old || {}), version: null, error: m.error } : { version, body: m.body, error: null })));
       }
     }
   }
   await Promise.all(jobs);
-  return jobs.length > 0;
+  await Promise.all(means.map((f) => f()));
+  return jobs.length + means.length > 0;
 }
 
+// One poll; a poll that brought new data leaves its duration (fetch + draw) in data-poll-ms.
 async function poll(first = false) {
   if (!first && document.hidden) return;
+  const t0 = performance.now();
   const answer = await fetchVersions();
   if (answer.error) {
     setStatus(ui, `could not load the run list: ${answer.error}`, true);
@@ -134,7 +138,10 @@ async function poll(first = false) {
   const failed = runs.filter((r) => state.data.has(r) && state.data.get(r).error);
   setStatus(ui, failed.length ? `${failed.length} run${failed.length === 1 ? "" : "s"} could not be read (see the panel)`
     : isEmbedded() ? "saved by ib-brevitas plot --html" : `updated ${new Date().toLocaleTimeString()}`, failed.length > 0);
-  if (first || listChanged || changed) drawAll();
+  if (first || listChanged || changed) {
+    drawAll();
+    document.body.dataset.pollMs = (performance.now() - t0).toFixed(1);
+  }
 }
 
 async function pollLoop() {
