@@ -77,7 +77,8 @@ class BinnedPlane:
             raise ValueError(f"{self.labels.shape[0]} labels for {self.inputs.shape[0]} probe inputs: pass one per sample")
         self.estimators = [binning.parse_estimator(e) if isinstance(e, str) else e for e in estimators]
         if not self.estimators or not all(isinstance(e, BinningEstimator) for e in self.estimators):
-            raise ValueError("estimators must be a non-empty list of BinningEstimator or labels such as 'binning-uniform-30-global'")
+            raise ValueError("estimators must be a non-empty list of BinningEstimator or labels "
+                             "such as 'binning-uniform-30-global'")
         names = default_layers(model) if isinstance(layers, str) and layers == "auto" else (
             [layers] if isinstance(layers, str) else list(layers))
         modules = dict(model.named_modules())

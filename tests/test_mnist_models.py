@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from brevitas.quant_tensor import IntQuantTensor
+from test_models import check_paper_initialisation
 
 from ib_brevitas import InformationPlane
 from ib_brevitas.experiments import data
 from ib_brevitas.experiments.models import NETS, PaperConv, PaperMLP, build_net, syn_loss
 from ib_brevitas.functional import entropy_from_counts
-from test_models import check_paper_initialisation
 
 MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
 # The listing of issue 12 (and the paper): input, hidden..., output.

@@ -34,13 +34,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from brevitas.inject.enum import ScalingImplType
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU, QuantTanh
 from brevitas.quant.base import IntQuant, MaxStatsScaling, PerTensorFloatScaling8bit, UintQuant
 from brevitas.quant.scaled_int import Int8WeightPerTensorFloat
 from brevitas.quant.solver.act import ActQuantSolver
+from torch import nn
 
 SYN_WIDTHS = (12, 10, 7, 5, 4, 3, 2)
 MIN_BITS, MAX_BITS = 2, 16
