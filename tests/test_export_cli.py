@@ -260,3 +260,22 @@ def test_ctrl_c_during_the_finn_step_stops_the_worker_too(tmp_path):
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(worker_pid, 0)
+
+
+def test_a_lightning_run_exports(tmp_path, capsys):
+    """InformationPlaneCallback's log dir (config.json from the module's hyperparameters, probe.npz, last.pt)."""
+    pytest.importorskip("lightning")
+    import lightning_tfc
+
+    from ib_brevitas.integrations.lightning import InformationPlaneCallback
+
+    x, y = lightning_tfc.probe_set()
+    callback = InformationPlaneCallback(x, y, every_n_epochs=1)
+    lightning_tfc.trainer(tmp_path, callback, max_epochs=1, validate=False).fit(lightning_tfc.LitTFC(seed=0))
+    run_dir = callback.run_dir
+    capsys.readouterr()
+    assert main(["export", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    report = ExportReport.load(RunDir(run_dir).export_dir / "verify_qonnx.json")
+    assert report.ok and report.n_samples == len(x) and len(report.layers) == 4
+    assert "vs mi.jsonl at epoch 1: equal" in out  # the graph's MI is what the callback logged after epoch 1
