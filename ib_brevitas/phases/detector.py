@@ -27,6 +27,9 @@ from ib_brevitas.phases.series import (
 from ib_brevitas.phases.types import Episode, PhaseVerdict, Thresholds, make_thresholds
 
 
+KNEE_SPAN = 3  # thresholds of fall the onset's knee fit covers at most
+
+
 @dataclass(frozen=True)
 class Analysis:
     """A verdict plus the indices into the series that the tracker's events point at."""
@@ -126,14 +129,18 @@ def zigzag(sx: list[float], thr: float, sustain: int = 1) -> list[tuple[int, int
     return out
 
 
-def _knee(e: np.ndarray, sx: np.ndarray, seg: int, top: int, trough: int, noise: float, th: Thresholds) -> int:
+def _knee(e: np.ndarray, sx: np.ndarray, seg: int, top: int, trough: int, noise: float, thr: float,
+          th: Thresholds) -> int:
     # the onset of a fall: the knee of a flat-then-falling fit from where I(X;T)
-    # reached its top (within the peak tolerance) to where the fall is half done,
-    # so a top held for a while starts falling at its end
+    # reached its top (within the peak tolerance) to where the fall has gone half
+    # its depth or KNEE_SPAN thresholds, whichever comes first (a fall that levels
+    # off and falls again later is fitted on its first descent), so a top held for
+    # a while starts falling at its end
     rise = float(sx[top] - sx[seg : top + 1].min())
     eps = max(th.noise_k * noise, th.peak_tol_frac * rise)
     reach = seg + int(np.argmax(sx[seg : top + 1] >= sx[top] - eps))
-    half = top + int(np.argmax(sx[top : trough + 1] <= sx[top] - 0.5 * (sx[top] - sx[trough])))
+    depth = min(0.5 * (sx[top] - sx[trough]), KNEE_SPAN * thr)
+    half = top + int(np.argmax(sx[top : trough + 1] <= sx[top] - depth))
     # a fall from the top starts no earlier than the top (a rounded dome's knee can lie before it)
     return max(top, reach + hinge_breakpoint(e[reach : half + 1], sx[reach : half + 1]))
 
@@ -165,7 +172,7 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
     eps_peak = max(th.noise_k * sig_sx, th.peak_tol_frac * (peak - float(sx[: imax + 1].min())))
     reach = int(np.argmax(sx[: imax + 1] >= peak - eps_peak))
     falls = zigzag(sx.tolist(), thr, int(th.min_sustain))
-    knees = [_knee(e, sx, *f[:3], sig_sx, th) for f in falls]
+    knees = [_knee(e, sx, *f[:3], sig_sx, thr, th) for f in falls]
     # an open fall lasts to the end: its depth so far is top - final, as the verdict's drop
     ends = [lo if rec else n - 1 for _, _, lo, rec in falls]
     episodes = tuple(
