@@ -112,12 +112,7 @@ def test_version_and_help_in_a_subprocess():
         assert name in top.stdout
 
 
-TRAIN_PENDING = pytest.mark.xfail(
-    strict=True, reason="train's add_arguments still lives in experiments/train.py, which imports torch: "
-    "move it to experiments/train_args.py (cli.arguments_module reads it there), then drop this mark")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=TRAIN_PENDING) if n == "train" else n for n in cli.COMMANDS])
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
 def test_command_help_does_not_import_torch(name):
     """What keeps `--help` under a second (timing: benchmarks/bench_cli.py)."""
     code = (f"import sys; from ib_brevitas.cli import main\n"

@@ -20,11 +20,10 @@ import torch
 from ib_brevitas.experiments.data import stratified_split, syn_dataset
 from ib_brevitas.experiments.fastpath import SynFastPath, adam_step, check_against_brevitas
 from ib_brevitas.experiments.models import syn_loss, syn_mlp
+from ib_brevitas.experiments.train_args import ENGINES
 from ib_brevitas.monitor import InformationPlane
 from ib_brevitas.state import counters_state, load_counters_state, observation
 
-PAPER = dict(lr=1e-4, batch_size=256, test_fraction=0.2, epochs=8000, mi_every=5)
-ENGINES = ("fast", "brevitas")
 
 
 @dataclass
