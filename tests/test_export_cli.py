@@ -279,3 +279,12 @@ def test_a_lightning_run_exports(tmp_path, capsys):
     report = ExportReport.load(RunDir(run_dir).export_dir / "verify_qonnx.json")
     assert report.ok and report.n_samples == len(x) and len(report.layers) == 4
     assert "vs mi.jsonl at epoch 1: equal" in out  # the graph's MI is what the callback logged after epoch 1
+
+
+def test_a_float_network_is_refused_before_exporting(tmp_path, capsys):
+    rd = RunDir(tmp_path / "float")
+    rd.write_config({"model": factory_spec(syn_mlp, activation="relu", bits=32), "probe": factory_spec(syn_dataset)})
+    rd.save_checkpoint({"epoch": 3, "model": syn_mlp("relu", 32).state_dict()})
+    assert main(["export", str(rd.path)]) == 2
+    _one_error_line(capsys, "no quantized layer", str(rd.path))
+    assert not rd.export_dir.exists()

@@ -94,6 +94,8 @@ def load_weights(model: Any, state: dict[str, Any], path: Path) -> None:
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> ExportRun:
     """The run's model at its checkpoint, and its probe set; RunDirError naming the file on any problem."""
+    from ib_brevitas.layers import find_quant_layers  # torch: only when a run is loaded
+
     rd = RunDir(run_dir)
     if not rd.path.is_dir():
         raise RunDirError(f"run directory {rd.path} does not exist; pass a directory written by ib-brevitas")
@@ -108,5 +110,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> Expor
     model = build_model(rd, config)
     load_weights(model, state, path)
     model.eval()
+    if not find_quant_layers(model):
+        raise RunDirError(f"the model of {rd.path} ({type(model).__name__}) has no quantized layer (a float network?), "
+                          "so there are no integer codes to export and verify; export a quantized run")
     x, y = probe_set(rd, config)
     return ExportRun(rd, model, x, y, epoch, path)
