@@ -303,20 +303,22 @@ class SeedBatch:
     def codes_fn(self, s: int) -> Callable[[Tensor], dict[str, Tensor]] | None:
         """Seed `s`'s codes function for `InformationPlane(model, x, y, codes_fn=...)`.
 
-        One batched forward serves every seed: it is cached on the input and the
-        stacks' version counters (any in-place change of weights or maxima
-        invalidates it). None on the Brevitas fallback: the monitor's hooked pass.
+        One batched forward serves every seed: it is cached on the input, the
+        weights' version counters (any in-place change invalidates it) and the
+        running maxima's values (a probe pass may restore them in place).
+        None on the Brevitas fallback: the monitor's hooked pass.
         """
         if self.mode == "brevitas":
             return None
 
         def fn(x: Tensor) -> dict[str, Tensor]:
             st = self.stack
-            key = tuple(t._version for t in st.weights + st.biases + st.running)
+            key = tuple(t._version for t in st.weights + st.biases)
             c = self._codes_cache
-            if c is None or c[0] != key or not (c[1] is x or (c[1].shape == x.shape and torch.equal(c[1], x))):
-                self._codes_cache = c = (key, x, self.codes(x))
-            return c[2][s]
+            if (c is None or c[0] != key or not all(torch.equal(a, b) for a, b in zip(c[1], st.running))
+                    or not (c[2] is x or (c[2].shape == x.shape and torch.equal(c[2], x)))):
+                self._codes_cache = c = (key, [r.clone() for r in st.running], x, self.codes(x))
+            return c[3][s]
 
         return fn
 
