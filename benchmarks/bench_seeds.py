@@ -29,7 +29,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 import warnings
 
 import torch

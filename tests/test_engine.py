@@ -314,3 +314,23 @@ def test_a_seed_batch_equals_the_single_runs_of_its_seeds():
         assert losses[1].item() == single.train_epoch(run)
     _assert_same_model(runs.batch.models[1], run.model, "after two epochs")
     assert runs.evaluate()[1] == single.evaluate(run)
+
+
+def test_one_batched_forward_serves_every_seeds_codes_fn(syn, monkeypatch):
+    """S planes measuring in probe batches cost one batched forward per batch, not S."""
+    x, y = syn
+    models, xs, ys, gens = _seeds(x, y, lambda: SynMLP("relu", 8))
+    batch = SeedBatch(models, lr=1e-3)
+    batch.train_epoch(xs, ys, gens())
+    calls = []
+    true_codes = batch.codes
+    monkeypatch.setattr(batch, "codes", lambda inputs: calls.append(len(inputs)) or true_codes(inputs))
+    planes = [InformationPlane(m, x, y, batch_size=1024, codes_fn=batch.codes_fn(k), verify_every=50)
+              for k, m in enumerate(models)]
+    for p in planes:
+        p.measure(1)  # the first pass also runs the hooked Brevitas check
+    assert calls == [1024] * 4 and all(p.codes_fn is not None for p in planes)
+    batch.train_epoch(xs, ys, gens())  # new weights: new codes
+    for p in planes:
+        p.measure(2)
+    assert calls == [1024] * 8

@@ -315,10 +315,13 @@ class SeedBatch:
             st = self.stack
             key = tuple(t._version for t in st.weights + st.biases)
             c = self._codes_cache
-            if (c is None or c[0] != key or not all(torch.equal(a, b) for a, b in zip(c[1], st.running))
-                    or not (c[2] is x or (c[2].shape == x.shape and torch.equal(c[2], x)))):
-                self._codes_cache = c = (key, [r.clone() for r in st.running], x, self.codes(x))
-            return c[3][s]
+            if c is None or c[0] != key or not all(torch.equal(a, b) for a, b in zip(c[1], st.running)):
+                self._codes_cache = c = (key, [r.clone() for r in st.running], [])
+            for seen, codes in c[2]:  # one entry per probe batch (the monitor may split the probe set)
+                if seen is x or (seen.shape == x.shape and torch.equal(seen, x)):
+                    return codes[s]
+            c[2].append((x, self.codes(x)))
+            return c[2][-1][1][s]
 
         return fn
 
