@@ -3,7 +3,7 @@
     ib-brevitas sweep --sweep-dir runs/study --preset paper-syn
     ib-brevitas sweep --sweep-dir runs/small --activation tanh relu --bits 4 8 --epochs 500 --seeds 0-9
 
-Each seed's directory (DIR/<configuration>/s<seed>) is exactly what
+Each seed's directory (DIR/<configuration>-s<seed>) is exactly what
 `ib-brevitas train --run-dir` writes, so plot, phases, export, report and the
 TensorBoard tab (`--logdir DIR`) read it as any run. DIR/sweep.json names the
 grid and records each session's start, end and seeds trained. Rerunning the
@@ -80,8 +80,8 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[Job]]:
                 train.validate(settings, checks)
             except train.UsageError as e:
                 raise UsageError(str(e)) from None
-            name = f"{cname}/s{seed}"
-            jobs.append(Job(name, train.new_config(settings, sweep_dir / name, thresholds)))
+            name = f"{cname}-s{seed}"
+            jobs.append(Job(name, cname, train.new_config(settings, sweep_dir / name, thresholds)))
     plan = {"grid": grid, "seeds": seeds, "fixed": {"engine": engine, "phase_thresholds": thresholds}}
     return plan, jobs
 
@@ -94,8 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     with RunLock(sweep_dir / ".lock"):
         manifest = check_sweep_dir(sweep_dir, plan) or {
             "version": VERSION, **plan,
-            "configurations": {j.name.split("/")[0]: {k: j.config[k] for k in plan["grid"]} for j in jobs},
-            "runs": [j.name for j in jobs], "sessions": [],
+            "configurations": {j.configuration: {k: j.config[k] for k in plan["grid"]} for j in jobs},
+            "runs": {j.name: j.configuration for j in jobs}, "sessions": [],
         }
         return _sweep(args, sweep_dir, manifest, jobs)
 
@@ -113,8 +113,9 @@ def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], 
     write_manifest(sweep_dir, manifest)
     tasks = _tasks(todo, dirs, args.seeds_per_task, workers)
     t0 = time.monotonic()
-    print(f"sweep {sweep_dir}: {len(jobs)} runs ({len(manifest['configurations'])} configurations x "
-          f"{len(manifest['seeds'])} seeds), {len(done0)} finished already, {len(tasks)} task(s) on "
+    n_conf, n_seeds = len(manifest["configurations"]), len(manifest["seeds"])
+    print(f"sweep {sweep_dir}: {len(jobs)} runs ({_n(n_conf, 'configuration')} x {_n(n_seeds, 'seed')}), "
+          f"{len(done0)} finished already, {len(tasks)} task(s) on "
           f"{args.engine} ({workers} workers)", file=sys.stderr)
     bar = tqdm(total=len(jobs), initial=len(done0), unit="seed", desc="sweep", disable=args.no_progress,
                file=sys.stderr, smoothing=0.1)
@@ -129,7 +130,7 @@ def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], 
     try:
         if tasks:
             common = dict(checkpoint_secs=args.checkpoint_secs, max_retries=args.max_retries, tick=tick,
-                          say=tqdm.write)
+                          say=lambda m: tqdm.write(m, file=sys.stderr))
             if args.engine == "ray":
                 outcome = _ray(tasks, address=args.address, workers=workers, **common)
             else:
@@ -164,7 +165,7 @@ def _tasks(todo: list[Job], dirs: dict[str, RunDir], per_task: int | None, worke
     """Seeds of one configuration, in chunks: `per_task`, else each configuration spread over the workers."""
     by_config: dict[str, list[Job]] = {}
     for j in todo:
-        by_config.setdefault(j.name.split("/")[0], []).append(j)
+        by_config.setdefault(j.configuration, []).append(j)
     tasks = []
     for js in by_config.values():
         size = per_task or max(1, math.ceil(len(js) / workers))
@@ -177,18 +178,22 @@ def summary_text(manifest: dict[str, Any], jobs: list[Job], dirs: dict[str, RunD
     """Per configuration: runs finished of all; then this session's time and rate, and what to run next."""
     rows, per = [], {}
     for j in jobs:
-        c = per.setdefault(j.name.split("/")[0], [0, 0])
+        c = per.setdefault(j.configuration, [0, 0])
         c[0] += is_done(dirs[j.name], j.config["epochs"])
         c[1] += 1
     for name, (done, total) in per.items():
         rows.append([name, f"{done}/{total}", "" if done == total else "incomplete: rerun to resume"])
     rate = f", {trained / wall * 3600:.1f} seeds/hour" if trained and wall > 0 else ""
-    sweep_dir = next(iter(dirs.values())).path.parent.parent
+    sweep_dir = next(iter(dirs.values())).path.parent
     return "\n".join([
         format_table(["configuration", "runs finished", ""], rows),
         f"this session: {trained} run(s) trained in {wall:.1f} s{rate}",
         f"report: ib-brevitas report {sweep_dir}",
     ])
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
 
 
 def _now() -> str:

@@ -25,7 +25,7 @@ PRESETS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-dir", type=Path, required=True, metavar="DIR",
-                   help="where the runs (DIR/<configuration>/s<seed>) and the manifest DIR/sweep.json go; "
+                   help="where the runs (DIR/<configuration>-s<seed>, e.g. syn-tanh-8b-s3) and the manifest DIR/sweep.json go; "
                         "rerun the same command to skip finished runs and resume interrupted ones")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help=f"a named grid: {', '.join(PRESETS)} (paper-syn: tanh+relu, 8 bit, seeds 0-49, "

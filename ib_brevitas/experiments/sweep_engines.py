@@ -161,6 +161,6 @@ def run_ray(tasks: list[Task], *, address: str | None, workers: int | None, chec
 
 
 def _failure(task: Task, e: BaseException) -> str:
-    names = ", ".join(Path(p).parent.name + "/" + Path(p).name for p, _ in task)
+    names = ", ".join(Path(p).name for p, _ in task)
     message = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{names}: {type(e).__name__}: {message}"

@@ -33,7 +33,8 @@ class UsageError(ValueError):
 class Job:
     """One seed of one configuration: its run directory (relative to the sweep) and its config.json."""
 
-    name: str  # "<configuration>/s<seed>"
+    name: str  # its directory: "<configuration>-s<seed>", as train names a run (seeds group by that suffix)
+    configuration: str
     config: dict[str, Any]
 
 

@@ -1,0 +1,214 @@
+"""`ib-brevitas sweep`: grid x seeds into run directories equal to `train`'s, rerun-skip, resume, dead workers, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ib_brevitas.cli import main as cli_main
+from ib_brevitas.files import read_jsonl
+from ib_brevitas.rundir import RunDir
+
+SMALL = ["--activation", "tanh", "relu", "--epochs", "6", "--mi-every", "2", "--seeds", "0-1",
+         "--checkpoint-secs", "0", "--no-progress", "--workers", "2"]
+NAMES = ["syn-tanh-8b-s0", "syn-tanh-8b-s1", "syn-relu-8b-s0", "syn-relu-8b-s1"]
+FILES = ("mi.jsonl", "phases.jsonl", "metrics.jsonl")  # what a finished run must hold, identically
+
+
+def _sweep(sweep_dir: Path, *flags: str) -> int:
+    return cli_main(["sweep", "--sweep-dir", str(sweep_dir), *flags])
+
+
+def _rows(run: Path) -> dict[str, list[dict]]:
+    return {f: read_jsonl(run / f) for f in FILES}
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("sweep") / "small"
+    assert _sweep(d, *SMALL) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def train_reference(tmp_path_factory) -> Path:
+    """seed 1 of ReLU, by `ib-brevitas train` itself."""
+    d = tmp_path_factory.mktemp("train") / "ref"
+    assert cli_main(["train", "--run-dir", str(d), "--activation", "relu", "--epochs", "6", "--mi-every", "2",
+                     "--seed", "1", "--checkpoint-secs", "0", "--no-progress"]) == 0
+    return d
+
+
+def test_sweep_writes_one_train_run_per_seed(small_sweep, train_reference):
+    manifest = json.loads((small_sweep / "sweep.json").read_text())
+    assert manifest["grid"]["activation"] == ["tanh", "relu"] and manifest["seeds"] == [0, 1]
+    assert sorted(manifest["runs"]) == sorted(NAMES)
+    assert manifest["configurations"]["syn-relu-8b"]["activation"] == "relu"
+    s = manifest["sessions"][0]
+    assert s["trained"] == 4 and s["skipped"] == 0 and s["failed"] == 0 and s["ended"] and s["wall_s"] > 0
+    for name in NAMES:
+        rd = RunDir(small_sweep / name)
+        assert rd.summary_path("json").exists() and rd.checkpoint_path.exists()
+        config = rd.read_config()
+        assert config["seed"] == int(name[-1]) and config["activation"] in name
+    # config.json exactly as train writes it (its run_dir aside), and every record equal
+    ours, theirs = (RunDir(p).read_config() for p in (small_sweep / "syn-relu-8b-s1", train_reference))
+    assert {**ours, "run_dir": None} == {**theirs, "run_dir": None}
+    assert _rows(small_sweep / "syn-relu-8b-s1") == _rows(train_reference)
+    assert _rows(small_sweep / "syn-relu-8b-s0") != _rows(train_reference)  # the seed reaches the run
+
+
+def test_rerun_skips_finished_runs(small_sweep, capsys):
+    before = {n: (small_sweep / n / "mi.jsonl").stat().st_mtime_ns for n in NAMES}
+    assert _sweep(small_sweep, *SMALL) == 0
+    assert {n: (small_sweep / n / "mi.jsonl").stat().st_mtime_ns for n in NAMES} == before
+    s = json.loads((small_sweep / "sweep.json").read_text())["sessions"][-1]
+    assert s["skipped"] == 4 and s["trained"] == 0
+    assert "4 finished already" in capsys.readouterr().err
+
+
+def test_interrupted_runs_resume_to_the_same_records(small_sweep, tmp_path):
+    """A run cut after a checkpoint, one cut before any, one with only config.json: all end as uninterrupted."""
+    d = tmp_path / "copy"
+    shutil.copytree(small_sweep, d)
+    want = {n: _rows(small_sweep / n) for n in NAMES}
+    cut = RunDir(d / "syn-tanh-8b-s0")  # after its epoch-6 checkpoint: resume re-trains nothing, writes the end
+    cut.summary_path("json").unlink()
+    with open(cut.records_path, "a") as f:
+        f.write('{"torn": ')  # a write cut short
+    bare = RunDir(d / "syn-tanh-8b-s1")  # records but no checkpoint: trained afresh
+    bare.checkpoint_path.unlink()
+    bare.summary_path("json").unlink()
+    only = RunDir(d / "syn-relu-8b-s0")
+    for p in (only.records_path, only.phases_path, only.summary_path("json"), only.checkpoint_path):
+        p.unlink()
+    assert _sweep(d, *SMALL) == 0
+    assert {n: _rows(d / n) for n in NAMES} == want
+    s = json.loads((d / "sweep.json").read_text())["sessions"][-1]
+    assert s["skipped"] == 1 and s["trained"] == 3
+
+
+def test_paper_preset_plans_the_study(tmp_path):
+    import argparse
+
+    from ib_brevitas.experiments.sweep import plan_sweep
+    from ib_brevitas.experiments.sweep_args import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    plan, jobs = plan_sweep(p.parse_args(["--sweep-dir", str(tmp_path / "s"), "--preset", "paper-syn"]))
+    assert plan["grid"]["activation"] == ["tanh", "relu"] and plan["grid"]["bits"] == [8]
+    assert plan["seeds"] == list(range(50)) and len(jobs) == 100
+    assert {j.config["epochs"] for j in jobs} == {8000} and {j.config["mi_every"] for j in jobs} == {5}
+    assert jobs[0].name == "syn-tanh-8b-s0" and jobs[-1].name == "syn-relu-8b-s49"
+    # a flag beside the preset replaces its value; other axes keep the preset's
+    plan, jobs = plan_sweep(p.parse_args(["--sweep-dir", str(tmp_path / "s"), "--preset", "paper-syn",
+                                          "--epochs", "100", "--seeds", "0-2"]))
+    assert {j.config["epochs"] for j in jobs} == {100} and len(jobs) == 6 and plan["grid"]["bits"] == [8]
+    # a varied axis other than activation and bits shows in the directory names
+    _, jobs = plan_sweep(p.parse_args(["--sweep-dir", str(tmp_path / "s"), "--mi-every", "5", "10"]))
+    assert [j.name for j in jobs] == ["syn-tanh-8b-k5-s0", "syn-tanh-8b-k10-s0"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bits"], "--bits has no values: the grid is empty"),
+    (["--seeds", ","], "--seeds names no seed: the grid is empty"),
+    (["--seeds", "5-2"], "the range 5-2 is empty"),
+    (["--seeds", "1", "0-3"], "seed 1 is given twice"),
+    (["--seeds", "x"], "'x' is neither a seed"),
+    (["--preset", "paper-mnist"], "unknown preset 'paper-mnist'"),
+    (["--activation", "tanh", "sigmoid"], "unknown activation 'sigmoid'"),
+    (["--bits", "8", "40"], "--bits must lie in"),
+    (["--engine", "slurm"], "unknown engine 'slurm'"),
+    (["--address", "auto"], "add --engine ray"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--min-drop-bits", "-1"], "min_drop_bits must be >= 0"),
+])
+def test_bad_input_is_one_line_before_anything_starts(tmp_path, capsys, flags, message):
+    d = tmp_path / "sweep"
+    assert _sweep(d, *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ib-brevitas sweep: error: ") and message in err and "\n" not in err
+    assert not d.exists()
+
+
+def test_a_directory_of_another_grid_is_refused(small_sweep, tmp_path, capsys):
+    before = (small_sweep / "sweep.json").read_text()
+    flags = [f if f != "0-1" else "0-2" for f in SMALL]
+    assert _sweep(small_sweep, *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a sweep of a different grid (seeds: 0-1 there, 0-2 asked)" in err and "\n" not in err
+    assert _sweep(small_sweep, "--activation", "tanh", "--epochs", "6", "--mi-every", "2", "--seeds", "0-1") == 2
+    assert "activation: tanh relu there, tanh asked" in capsys.readouterr().err
+    assert (small_sweep / "sweep.json").read_text() == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert _sweep(other, *SMALL) == 2
+    assert "is not empty and holds no sweep.json" in capsys.readouterr().err
+
+
+def _wait_for(cond, timeout: float, what: str, proc=None):
+    t0 = time.monotonic()
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the sweep ended (rc {proc.returncode}) before {what}: {proc.communicate()}")
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _measured_epochs(run: Path) -> int:
+    p = run / "mi.jsonl"
+    return len(p.read_text().splitlines()) // 6 if p.exists() else 0
+
+
+def test_a_killed_worker_is_replaced_and_every_record_is_intact(tmp_path):
+    """SIGKILL the worker training a run mid-way: the pool is rebuilt, the run resumes, records equal train's."""
+    d = tmp_path / "sweep"
+    flags = ["--activation", "relu", "--epochs", "30", "--mi-every", "2", "--seeds", "0-1", "--checkpoint-secs", "0",
+             "--no-progress", "--workers", "2", "--seeds-per-task", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "ib_brevitas", "sweep", "--sweep-dir", str(d), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = d / "syn-relu-8b-s1"
+    try:
+        _wait_for(lambda: _measured_epochs(victim) >= 5 and (victim / "checkpoints" / "last.pt").exists(), 240,
+                  "the run's fifth measurement", proc)
+        assert not (victim / "summary.json").exists(), "the run finished before it could be killed; lengthen it"
+        pid = int((victim / ".lock").read_text().split()[0])  # the worker holding the run
+        assert pid != proc.pid
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "a worker process died" in err and "retry 1 of 3" in err
+    assert json.loads((d / "sweep.json").read_text())["sessions"][-1]["retries"] >= 1
+    assert all(RunDir(d / f"syn-relu-8b-s{s}").summary_path("json").exists() for s in (0, 1))
+    ref = tmp_path / "ref"
+    assert cli_main(["train", "--run-dir", str(ref), "--activation", "relu", "--epochs", "30", "--mi-every", "2",
+                     "--seed", "1", "--no-progress"]) == 0
+    assert _rows(victim) == _rows(ref)
+
+
+@pytest.mark.slow
+def test_ray_engine_on_a_local_cluster(small_sweep, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        d = tmp_path / "ray"
+        assert _sweep(d, *SMALL[:-2], "--engine", "ray") == 0
+    finally:
+        ray.shutdown()
+    assert {n: _rows(d / n) for n in NAMES} == {n: _rows(small_sweep / n) for n in NAMES}
+    s = json.loads((d / "sweep.json").read_text())["sessions"][-1]
+    assert s["engine"] == "ray" and s["trained"] == 4
