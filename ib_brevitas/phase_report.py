@@ -117,7 +117,8 @@ def thresholds_from_args(args: argparse.Namespace) -> dict[str, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (one configuration, several seeds)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write thresholds, per-layer statistics, per-run verdicts and events")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE",
+                   help="write thresholds, per-layer statistics, mean-curve and per-run verdicts, events")
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write the per-layer statistics")
     p.add_argument("--per-run", action="store_true", help="also print every run's verdict table and events")
     p.add_argument("--no-events", action="store_true", help="skip replaying the online tracker (faster on long runs)")

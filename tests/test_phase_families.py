@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from phase_curves import EPOCHS, H_Y, N_SAMPLES, SPAN, family
 
 from ib_brevitas.phases import (
     COMPRESSION_CONFIRMED,
@@ -15,7 +16,6 @@ from ib_brevitas.phases import (
     detect,
 )
 from ib_brevitas.records import LayerMI
-from phase_curves import EPOCHS, H_Y, N_SAMPLES, SPAN, family
 
 DROPS = {"fall_recover_fall": 1.6, "held_peak": 1.5, "slow_late_fall": 0.6}
 TRIALS = 25

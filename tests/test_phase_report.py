@@ -16,13 +16,13 @@ import pytest
 from scipy.stats import beta
 
 from ib_brevitas.cli import main as cli_main
+from ib_brevitas.files import append_jsonl
 from ib_brevitas.phase_report import (
     clopper_pearson,
     positive_drop_tests,
     signed_drops,
     summarize_runs,
 )
-from ib_brevitas.files import append_jsonl
 from ib_brevitas.phases import PhaseTracker, run_summary
 from ib_brevitas.records import LayerMI
 from ib_brevitas.rundir import RunDir
@@ -128,7 +128,7 @@ def _smoothed_by_hand(x, window=5):
 
 def test_summary_of_six_seeds(six_runs):
     s = summarize_runs(six_runs)
-    assert [l.layer for l in s.layers] == ["hidden.act", "out"]
+    assert [x.layer for x in s.layers] == ["hidden.act", "out"]
     hid, out = s.layers
     # independent of detect(): the series read back from the files, smoothed by hand
     rows = [[json.loads(line) for line in (d / "mi.jsonl").read_text().splitlines()] for d in six_runs]
@@ -189,7 +189,7 @@ def test_cli_table_json_and_csv(six_runs, tmp_path, capsys):
     assert rc == 0
     assert "6 run(s)" in out and "T1 hidden.act" in out and "5/6" in out and "compression confirmed" in out
     data = json.loads(js.read_text())
-    assert [l["layer"] for l in data["layers"]] == ["hidden.act", "out"]
+    assert [d["layer"] for d in data["layers"]] == ["hidden.act", "out"]
     assert data["layers"][0]["n_compression"] == 5 and data["thresholds"]["min_drop_bits"] == 0.1
     assert len(data["runs"]) == 6 and data["runs"][0]["verdicts"]["hidden.act"]["compression"] is True
     assert any(e["kind"] == "compression_started" for e in data["runs"][0]["events"])
@@ -267,12 +267,12 @@ def _real_runs_through_cli(tmp_path, capsys, epochs, every, seeds):
         out = capsys.readouterr().out
         assert f"{len(ds)} run(s)" in out
         data = json.loads(js.read_text())
-        assert [l["label"] for l in data["layers"]] == [f"T{i}" for i in range(1, 7)]
+        assert [d["label"] for d in data["layers"]] == [f"T{i}" for i in range(1, 7)]
         for run in data["runs"]:
             assert len(run["verdicts"]) == 6
             # the events the training loop wrote equal the CLI's replay (same default thresholds)
             written = Path(run["run_dir"]) / "phases.jsonl"
-            live = [json.loads(l) for l in written.read_text().splitlines()] if written.exists() else []
+            live = [json.loads(line) for line in written.read_text().splitlines()] if written.exists() else []
             replay = run["events"]
             assert replay[: len(live)] == live
             # the rest can only be what PhaseTracker.finish() adds at the end of the run

@@ -66,7 +66,7 @@ def test_run_summary_needs_records_of_every_layer():
 def test_format_verdicts_shows_saturation_and_episodes():
     _, verdicts, _, _ = _run()
     text = format_verdicts(verdicts)
-    line = next(l for l in text.splitlines() if l.startswith("net.0"))
+    line = next(row for row in text.splitlines() if row.startswith("net.0"))
     assert "yes (100%)" in line and "not observable (at log2 N)" in line and "no (saturated)" in line
     assert "net.2 episodes: 145-150 -1.00 bit (recovered); 445-595 -1.10 bit" in text
     md = format_verdicts(verdicts, markdown=True)

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from ib_brevitas.files import append_jsonl
 from ib_brevitas.phases import (
     COMPRESSION_CONFIRMED,
     COMPRESSION_RETRACTED,
@@ -28,7 +29,6 @@ from ib_brevitas.phases import (
     running_median,
     write_events,
 )
-from ib_brevitas.files import append_jsonl
 from ib_brevitas.records import LayerMI
 
 N = 200  # measurements per synthetic run (epochs 0, 5, ..., 995)

@@ -26,7 +26,6 @@ from ib_brevitas.phases.series import (
 )
 from ib_brevitas.phases.types import Episode, PhaseVerdict, Thresholds, make_thresholds
 
-
 KNEE_SPAN = 3  # thresholds of fall the onset's knee fit covers at most
 
 
