@@ -132,13 +132,20 @@ class RunDir:
 
     # ------------------------------------------------------------ records and events
     def read_records(self) -> list[LayerMI]:
-        return read_records(self.records_path) if self.records_path.exists() else []
+        if not self.records_path.exists():
+            return []
+        try:
+            return read_records(self.records_path)
+        except ValueError as e:
+            raise RunDirError(f"{e}; repair or delete that line (a resume restores the records up to its "
+                              "checkpoint)") from None
 
     def append_records(self, records: Iterable[LayerMI]) -> None:
         append_jsonl(self.create().records_path, [r.to_dict() for r in records])
 
     def truncate_records(self, last_epoch: int) -> list[LayerMI]:
-        """Drop records after `last_epoch` (and a torn tail); return those kept."""
+        """Drop records after `last_epoch` (and a torn tail); return those kept. A damaged line is an error."""
+        self.read_records()
         truncate_jsonl(self.records_path, lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= last_epoch)
         return self.read_records()
 
