@@ -95,7 +95,9 @@ def test_finn_setup_is_quiet_and_explains_the_brevitas_pin(tmp_path, monkeypatch
     out, err = capsys.readouterr()
     assert "ERROR" not in out + err and "incompatible" not in out + err
     assert setup.PIN_NOTE in out and "FINN environment ready" in out
-    assert err.strip().splitlines() == ["ib-brevitas finn-setup: warning: pip check: foo 1.0 has requirement bar<2, but you have bar 3."]
+    assert err.strip().splitlines() == [
+        "ib-brevitas finn-setup: warning: pip check: foo 1.0 has requirement bar<2, but you have bar 3.",
+    ]
     installs = [c for c in fake.calls if "install" in c]
     assert len(installs) == 4 and all("-q" in c and "--no-warn-conflicts" in c for c in installs)
     assert "--no-deps" in installs[1] and setup.BREVITAS in installs[1] and setup.FINN_PLUS in installs[1]

@@ -11,9 +11,9 @@ import torch
 from onnx import numpy_helper
 
 from ib_brevitas.experiments.data import syn_dataset
+from ib_brevitas.experiments.models import syn_mlp
 from ib_brevitas.export import ExportReport, to_qcdq, to_qonnx, verify
 from ib_brevitas.functional import entropy, mutual_information
-from ib_brevitas.experiments.models import syn_mlp
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import numpy as np
+import numpy as np  # noqa: E402 - after the sys.path fix above
 
 # Hardware nodes whose output is the result of a quantized activation (thresholds).
 THRESHOLD_OPS = ("Thresholding", "Requant")
