@@ -59,3 +59,19 @@ def test_unpack_a_slice():
     store = PackedCodes("L", 50, 5, 3, True)
     store.append(codes)
     assert np.array_equal(store.unpack(10, 20), codes[10:20].numpy())
+
+
+@pytest.mark.parametrize("bit_width, signed, bad", [
+    (8, False, [300, 44]),  # 300 would wrap onto 44 in a uint8 container
+    (8, False, [-1, 5]),
+    (8, True, [200, 1]),  # 200 + 128 wraps onto 72 in uint8
+    (8, True, [-129, 0]),
+    (2, False, [256, 0]),  # 256 -> 0 in uint8, inside the 2-bit range
+    (4, True, [8, 0]),
+    (12, False, [4096, 0]),
+])
+def test_out_of_range_codes_are_refused_before_packing(bit_width, signed, bad):
+    store = PackedCodes("T5", 2, 1, bit_width, signed)
+    with pytest.raises(ValueError, match=f"layer 'T5': integer codes fall outside the {bit_width}-bit"):
+        store.append(torch.tensor(bad).reshape(2, 1))
+    assert store.filled == 0
