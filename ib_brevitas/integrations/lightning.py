@@ -20,10 +20,10 @@ resumed run keeps writing into the run directory it started in, even when
 the TensorBoardLogger opens a new version directory (then the callback's
 TensorBoard data goes through a SummaryWriter of its own in the first
 directory); pin `TensorBoardLogger(version=...)` to keep Lightning's own
-scalars there too. If a checkpoint was saved before this epoch's measurement
-(ModelCheckpoint saves at validation end, which Lightning runs before
-`on_train_epoch_end`), the resumed fit measures that epoch first, from the
-very weights of the checkpoint.
+scalars there too. A checkpoint saved at validation end, before this
+callback measured the epoch, resumes at that epoch's end: Lightning calls
+`on_train_epoch_end` again and the epoch is measured from the checkpoint's
+weights (tested both ways).
 
 Under DDP every rank measures its slice of the probe set and rank zero counts
 and writes (`ib_brevitas.distributed`).
@@ -125,8 +125,7 @@ class InformationPlaneCallback(pl.Callback):
                                       phases=self.phases)
             if restored is None:
                 self._describe_run(rd, pl_module)
-        # A checkpoint saved before this epoch's measurement (at validation end): measure it now.
-        self._measure_if_due(trainer, trainer.current_epoch)
+        self._measure_if_due(trainer, trainer.current_epoch)  # epoch 0 (or a resumed epoch not yet measured)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._measure_if_due(trainer, trainer.current_epoch + 1)
