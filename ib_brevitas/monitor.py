@@ -10,7 +10,9 @@ to one background thread (in call order). `with InformationPlane(...) as
 plane:` (or `close()`) flushes and stops that thread, also on an exception;
 `state_dict()` / `load_state_dict()` resume it in any loop; `record_to(dir)` is
 the one call that writes a run directory's records, phase events and
-TensorBoard data as `ib-brevitas train` does.
+TensorBoard data as `ib-brevitas train` does. Under `torch.distributed` each
+rank probes its slice of the probe set and rank zero counts and writes
+(`distributed`); the other ranks' `measure` returns [].
 
 A `codes_fn` (e.g. the fast engine's) is trusted only as far as it is checked:
 the first probe pass and every `verify_every`-th one run the hooked pass too and

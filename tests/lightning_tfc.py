@@ -79,7 +79,8 @@ def trainer(root: Path, callbacks, max_epochs: int, validate: bool = True, **kwa
 
     return pl.Trainer(
         max_epochs=max_epochs, accelerator="cpu", logger=TensorBoardLogger(str(root), name="lit"),
-        callbacks=callbacks if isinstance(callbacks, list) else [callbacks], deterministic=True, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=callbacks if isinstance(callbacks, list) else [callbacks], deterministic=True,
+        enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=1 if validate else 0, **kwargs,
     )
 
