@@ -21,7 +21,8 @@ LIBRARY = [
     "ib_brevitas.plots", "ib_brevitas.tensorboard", "ib_brevitas.tensorboard.summary",
     "ib_brevitas.tensorboard.plugin", "ib_brevitas.tensorboard.reader", "ib_brevitas.export",
     "ib_brevitas.export.qonnx", "ib_brevitas.export.verify", "ib_brevitas.export.report",
-    "ib_brevitas.export.finn_bridge",
+    "ib_brevitas.export.finn_bridge", "ib_brevitas.export.cli", "ib_brevitas.export.run", "ib_brevitas.binning",
+    "ib_brevitas.binned", "ib_brevitas.distributed", "ib_brevitas.integrations.lightning", "ib_brevitas.seedmean",
 ]
 
 
