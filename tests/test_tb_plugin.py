@@ -428,3 +428,33 @@ def test_plugin_module_imports_nothing_heavy():
 ])
 def test_group_of(run, group):
     assert group_of(run) == group
+
+
+def parse_plane(data: bytes) -> dict:
+    n = int.from_bytes(data[:4], "little")
+    header = json.loads(data[4:4 + n])
+    values = np.frombuffer(data[4 + n:], dtype="<f4")
+    for run in header["runs"].values():
+        for s in run["series"]:
+            o, k = s["offset"], s["n"]
+            s["epoch"], s["i_xt"], s["i_ty"] = (values[o + j * k:o + (j + 1) * k].tolist() for j in range(3))
+    return header
+
+
+def test_plane_route_is_the_sweep_in_float32(client, logdir):
+    r = client.get(ROUTE + "plane?run=syn-tanh-seed1&run=syn-tanh-seed2&run=poisoned")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/octet-stream"
+    body = parse_plane(r.data)
+    assert list(body["runs"]) == ["syn-tanh-seed1", "syn-tanh-seed2", "poisoned"]
+    assert body["runs"]["poisoned"]["skipped"] == 3
+    for run in ("syn-tanh-seed1", "syn-tanh-seed2"):
+        want = defaultdict(list)
+        for rec in read_records(logdir / run / "mi.jsonl"):
+            want[rec.layer].append(rec)
+        for s in body["runs"][run]["series"]:
+            recs = sorted(want[s["layer"]], key=lambda x: x.epoch)
+            assert s["epoch"] == [float(x.epoch) for x in recs]
+            assert s["i_xt"] == [float(np.float32(x.i_xt)) for x in recs]
+            assert s["i_ty"] == [float(np.float32(x.i_ty)) for x in recs]
+    assert "no information-plane data" in get(client, ROUTE + "plane?run=nope", 404)["error"]
+    assert "missing query argument" in get(client, ROUTE + "plane", 400)["error"]

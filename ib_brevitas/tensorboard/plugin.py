@@ -11,6 +11,8 @@ server (`--load_fast=true`). Routes, under /data/plugin/information_plane/:
 - `layers?run=R`: layer order, labels, version.
 - `points?run=R[&fields=epoch,i_xt,i_ty]`: every measurement, per layer as columns.
 - `mean?run=A&run=B...`: mean +- s.d. of these runs per layer and epoch.
+- `plane?run=A&run=B...`: epoch, I(X;T), I(T;Y) of these runs as float32 (binary,
+  see `views.plane_binary`): what the page draws for the faint seeds of a sweep.
 - `phases?run=R`, `hardware?run=R`.
 - `index.js` and `static/<name>.{js,css}`: the frontend (ES modules, a stylesheet).
 
@@ -130,6 +132,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
             "/layers": self._serve_layers,
             "/points": self._serve_points,
             "/mean": self._serve_mean,
+            "/plane": self._serve_plane,
             "/phases": self._serve_phases,
             "/hardware": self._serve_hardware,
             "/index.js": self._serve_index,
@@ -152,35 +155,68 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
             run_tag_filter=None if run is None else provider.RunTagFilter(runs=[run]),
         )
 
-    def _read(self, request, run: str, tags: list[str]) -> dict[str, list[Any]]:
-        data = self._data_provider.read_tensors(
+    def _read(self, request, runs: list[str], tags: list[str]) -> dict[str, dict[str, list[Any]]]:
+        return self._data_provider.read_tensors(
             plugin_util.context(request.environ),
             experiment_id=plugin_util.experiment_id(request.environ),
             plugin_name=PLUGIN_NAME,
             downsample=_KEEP_ALL,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+            run_tag_filter=provider.RunTagFilter(runs=runs, tags=tags),
         )
-        return data.get(run, {})
 
     def _series(self, request, run: str | None) -> dict[str, Any]:
         """The run's tag -> series map, or a 400/404 PublicError."""
-        if run is None or run == "":
+        return self._listing(request, [run])[run]
+
+    def _listing(self, request, runs: list[str]) -> dict[str, dict[str, Any]]:
+        """Tag -> series maps of these runs (one call to the data provider), or a 400/404 PublicError."""
+        if not runs or any(r is None or r == "" for r in runs):
             raise errors.InvalidArgumentError("missing query argument run=NAME (see the runs route)")
-        series = self._list(request, run).get(run, {})
-        if not any(wire.is_measurement_tag(tag) for tag in series):
-            raise errors.NotFoundError(f"run {run!r} has no information-plane data")
-        return series
+        listing = self._list_runs(request, runs)
+        for run in runs:
+            if not any(wire.is_measurement_tag(tag) for tag in listing.get(run, {})):
+                raise errors.NotFoundError(f"run {run!r} has no information-plane data")
+        return listing
+
+    def _list_runs(self, request, runs: list[str]) -> dict[str, dict[str, Any]]:
+        return self._data_provider.list_tensors(
+            plugin_util.context(request.environ),
+            experiment_id=plugin_util.experiment_id(request.environ),
+            plugin_name=PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=runs),
+        )
 
     def _run(self, request, run: str | None) -> _Run:
-        """The run's decoded data, re-read only when its version changed."""
-        series = self._series(request, run)
-        version = _version(series)
-        key = (plugin_util.experiment_id(request.environ), run)
-        with self._lock:
-            hit = self._runs.get(key)
-        if hit is not None and hit.version == version:
-            return hit
-        data = self._read(request, run, sorted(series))
+        return self._runs_data(request, [run])[run]
+
+    def _runs_data(self, request, runs: list[str]) -> dict[str, _Run]:
+        """The runs' decoded data; only runs whose version changed are re-read (in one call)."""
+        listing = self._listing(request, runs)
+        eid = plugin_util.experiment_id(request.environ)
+        out, stale = {}, []
+        for run in runs:
+            version = _version(listing[run])
+            with self._lock:
+                hit = self._runs.get((eid, run))
+            if hit is not None and hit.version == version:
+                out[run] = hit
+            else:
+                stale.append(run)
+        if stale:
+            tags = sorted({t for r in stale for t in listing[r]})
+            data = self._read(request, stale, tags)
+            for run in stale:
+                out[run] = self._decode(run, listing[run], data.get(run, {}))
+                with self._lock:
+                    self._runs[(eid, run)] = out[run]
+                    self._runs.move_to_end((eid, run))
+                    while len(self._runs) > _CACHE_SIZE:
+                        self._runs.popitem(last=False)
+        return out
+
+    @staticmethod
+    def _decode(run: str, series: dict[str, Any], data: dict[str, list[Any]]) -> _Run:
+        data = {t: d for t, d in data.items() if t in series}
         measurement_tags = [t for t in data if wire.is_measurement_tag(t)]
         current = current_data(data, measurement_tags)
         contents = {t: _content(s) for t, s in series.items()}
@@ -192,13 +228,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
                     out.append(wire.load_json(d.numpy))
                 except (ValueError, UnicodeDecodeError, AttributeError):
                     skipped += 1
-        hit = _Run(version, _group(run, series), decoded, phases, hardware, skipped)
-        with self._lock:
-            self._runs[key] = hit
-            self._runs.move_to_end(key)
-            while len(self._runs) > _CACHE_SIZE:
-                self._runs.popitem(last=False)
-        return hit
+        return _Run(_version(series), _group(run, series), decoded, phases, hardware, skipped)
 
     def _cached(self, request, key: tuple, version: str, build: Callable[[], dict[str, Any]]):
         key = (plugin_util.experiment_id(request.environ), *key)
@@ -255,10 +285,29 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         runs = list(dict.fromkeys(request.args.getlist("run")))
         if not runs:
             raise errors.InvalidArgumentError("missing query argument run=NAME (one per run to average)")
-        datas = [(r, self._run(request, r)) for r in runs]
+        got = self._runs_data(request, runs)
+        datas = [(r, got[r]) for r in runs]
         version = hashlib.sha1(repr([d.version for _, d in datas]).encode()).hexdigest()[:16]
         return self._cached(request, (tuple(runs), "mean"), version,
                             lambda: views.mean_body([(r, d.decoded) for r, d in datas]))
+
+    @_route
+    def _serve_plane(self, request):
+        runs = list(dict.fromkeys(request.args.getlist("run")))
+        if not runs:
+            raise errors.InvalidArgumentError("missing query argument run=NAME (one per run)")
+        got = self._runs_data(request, runs)
+        version = hashlib.sha1(repr([got[r].version for r in runs]).encode()).hexdigest()[:16]
+        key = (plugin_util.experiment_id(request.environ), tuple(runs), "plane")
+        with self._lock:
+            hit = self._bodies.get(key)
+        if hit is None or hit[0] != version:
+            hit = (version, views.plane_binary({r: (got[r].group, got[r].version, got[r].decoded) for r in runs}))
+            with self._lock:
+                self._bodies[key] = hit
+                while len(self._bodies) > 2 * _CACHE_SIZE:
+                    self._bodies.popitem(last=False)
+        return http_util.Respond(request, hit[1], "application/octet-stream")
 
     @_route
     def _serve_phases(self, request):

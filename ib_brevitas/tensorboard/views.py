@@ -131,6 +131,35 @@ def mean_body(runs: Sequence[tuple[str, wire.Decoded]]) -> dict[str, Any]:
             "warnings": [w for _, d in runs for w in d.warnings]}
 
 
+def plane_binary(runs: Mapping[str, tuple[str, str, wire.Decoded]]) -> bytes:
+    """Several runs' (epoch, i_xt, i_ty) per series as one binary body, for drawing a sweep fast.
+
+    Layout: uint32 little-endian length of a JSON header, the header (UTF-8,
+    padded with spaces to a multiple of 4 bytes), then float32 little-endian
+    data. Header: {"runs": {run: {"group", "version", "skipped", "warnings",
+    "series": [{"layer", "label", "index", "estimator", "n", "offset"}]}}};
+    a series' epochs, i_xt and i_ty are 3 x n floats from float `offset`.
+    float32 keeps 7 significant digits: enough to draw, not to quote
+    (tooltips and `points` carry the exact values).
+    """
+    header: dict[str, Any] = {"runs": {}}
+    chunks, offset = [], 0
+    for run, (group, version, decoded) in runs.items():
+        series = []
+        for col in decoded.columns.values():
+            n = len(col)
+            series.append({"layer": col.layer, "label": col.label, "index": col.index, "estimator": col.estimator,
+                           "n": n, "offset": offset})
+            chunks += [col.values["epoch"], col.values["i_xt"], col.values["i_ty"]]
+            offset += 3 * n
+        header["runs"][run] = {"group": group, "version": version, "skipped": decoded.skipped,
+                               "warnings": decoded.warnings, "series": series}
+    head = dumps(header).encode("utf-8")
+    head += b" " * (-len(head) % 4)
+    data = np.concatenate([np.asarray(c, dtype="<f4") for c in chunks]) if chunks else np.zeros(0, "<f4")
+    return len(head).to_bytes(4, "little") + head + data.tobytes()
+
+
 def phases_body(batches: Iterable[Any]) -> dict[str, Any]:
     """Phase events (checked as `PhaseEvent`s, each once), sorted by epoch; bad ones skipped and counted."""
     from ib_brevitas.phases import PhaseEvent

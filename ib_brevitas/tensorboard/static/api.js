@@ -43,6 +43,45 @@ export function fetchPoints(run, fields = null) {
   return getJSON(`./points?run=${q(run)}${fields ? `&fields=${fields.join(",")}` : ""}`);
 }
 
+// Several runs' (epoch, i_xt, i_ty) per series, as float32 arrays: {runs: {run: {series, skipped, warnings}}}.
+export async function fetchPlane(runs) {
+  if (embedded) {
+    const out = {};
+    for (const run of runs) {
+      const p = fromFile("points", run);
+      if (p.error) return p;
+      out[run] = p.body;
+    }
+    return { body: { runs: out } };
+  }
+  try {
+    const response = await fetch(`./plane?${runs.map((r) => `run=${q(r)}`).join("&")}`, { cache: "no-store" });
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch (e) { body = null; }
+      return { error: body && body.error ? body.error : `HTTP ${response.status}`, status: response.status };
+    }
+    return { body: parsePlane(await response.arrayBuffer()) };
+  } catch (err) {
+    return { error: `could not reach TensorBoard (${err.message})` };
+  }
+}
+
+// The plane route's layout (views.plane_binary): uint32 header length, JSON header, float32 data.
+function parsePlane(buffer) {
+  const n = new DataView(buffer).getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, n)));
+  const data = new Float32Array(buffer, 4 + n);
+  for (const run of Object.values(header.runs)) {
+    for (const s of run.series) {
+      s.epoch = data.subarray(s.offset, s.offset + s.n);
+      s.i_xt = data.subarray(s.offset + s.n, s.offset + 2 * s.n);
+      s.i_ty = data.subarray(s.offset + 2 * s.n, s.offset + 3 * s.n);
+    }
+  }
+  return header;
+}
+
 export function fetchMean(runs) {
   if (embedded) return Promise.resolve(fromFile("mean", JSON.stringify(runs)));
   return getJSON(`./mean?${runs.map((r) => `run=${q(r)}`).join("&")}`);

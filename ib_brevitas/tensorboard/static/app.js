@@ -10,7 +10,7 @@
 // and data-renders; the first load sets data-load-ms, a poll with new data data-poll-ms.
 
 import { el, hideTip } from "./dom.js";
-import { fetchHardware, fetchMean, fetchPhases, fetchPoints, fetchVersions, isEmbedded } from "./api.js";
+import { fetchHardware, fetchMean, fetchPhases, fetchPlane, fetchPoints, fetchVersions, isEmbedded } from "./api.js";
 import { buildShell, drawGroupPicker, drawLayerToggles, drawRunList, drawViewOptions, setStatus } from "./controls.js";
 import { drawEpochs } from "./epochs.js";
 import { drawHardware } from "./hardware.js";
@@ -20,7 +20,6 @@ import { LONG_RUN_EPOCHS } from "./scales.js";
 const POLL_MS = 3000;
 const MAX_DEFAULT_GROUPS = 6;
 const MAX_RUN_PANELS = 12;
-const PLANE_FIELDS = ["epoch", "i_xt", "i_ty"];
 const SEP = "\u0001";
 
 const state = {
@@ -80,13 +79,15 @@ async function refresh(plan) {
   for (const p of plan) {
     const members = p.kind === "run" ? [p.run] : p.runs;
     const full = p.kind === "run";
+    const faint = [];  // seeds of a group: their plane data, all in one request
     for (const run of members) {
       const version = state.info[run].version;
       const old = state.data.get(run);
       if (old && old.version === version && (old.full || !full)) continue;
+      if (!full) { faint.push(run); continue; }
       jobs.push((async () => {
         const [points, phases, hardware] = await Promise.all([
-          fetchPoints(run, full ? null : PLANE_FIELDS),
+          fetchPoints(run),
           full ? fetchPhases(run) : { body: { events: [] } },
           full ? fetchHardware(run) : { body: { rows: [] } },
         ]);
@@ -97,6 +98,17 @@ async function refresh(plan) {
         }
         state.data.set(run, { version, full, error, points: points.body, phases: phases.body, hardware: hardware.body });
       })());
+    }
+    if (faint.length) {
+      const versions = Object.fromEntries(faint.map((r) => [r, state.info[r].version]));
+      jobs.push(fetchPlane(faint).then((answer) => {
+        for (const run of faint) {
+          const old = state.data.get(run);
+          const body = answer.body && answer.body.runs[run];
+          if (!body) state.data.set(run, { ...(old || {}), version: null, full: false, error: answer.error || "no data" });
+          else state.data.set(run, { version: versions[run], full: false, error: null, points: body, phases: { events: [] }, hardware: { rows: [] } });
+        }
+      }));
     }
     if (p.kind === "group") {
       const key = JSON.stringify(p.runs);

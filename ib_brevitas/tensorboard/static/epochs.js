@@ -94,21 +94,28 @@ export function drawEpochs(view) {
       markers.appendChild(m);
     }
   }
+  // Pixels computed once per chart; a redraw (toggle, theme) only paints.
+  const project = (a, map) => {
+    const out = new Float32Array(a.length);
+    for (let i = 0; i < a.length; i++) out[i] = map(a[i]);
+    return out;
+  };
+  const faint = seeds.flatMap(({ series: ss }) => ss.filter((s) => s.epoch.length > 1).map((s) => ({
+    s, px: project(s.epoch, xs.map), py: parts.map((part) => project(s[part.key], part.ys.map)),
+  })));
   const draw = () => {
     const { ctx } = c;
     c.clear();
-    for (const part of parts) {
+    for (const [k, part] of parts.entries()) {
       const Y = (v) => part.ys.map(v);
       ctx.globalAlpha = seeds.length > 10 ? 0.18 : 0.3;
       ctx.lineWidth = 0.7;
-      for (const { series: ss } of seeds) {
-        for (const s of ss) {
-          if (view.hidden(s.label) || s.epoch.length < 2) continue;
-          ctx.strokeStyle = layerColor(s.index);
-          ctx.beginPath();
-          tracePolyline(ctx, Float32Array.from(s.epoch, xs.map), Float32Array.from(s[part.key], Y));
-          ctx.stroke();
-        }
+      for (const { s, px, py } of faint) {
+        if (view.hidden(s.label)) continue;
+        ctx.strokeStyle = layerColor(s.index);
+        ctx.beginPath();
+        tracePolyline(ctx, px, py[k]);
+        ctx.stroke();
       }
       ctx.globalAlpha = 1;
       for (const s of series) {
