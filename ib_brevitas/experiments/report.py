@@ -88,7 +88,7 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
     from ib_brevitas.plots import plot_runs
 
     dirs = [RunDir(sweep_dir / n) for n in names]
-    measured = [d for d in dirs if d.records_path.exists() and d.read_records()]
+    measured = [d for d in dirs if d.records_path.exists() and d.records_path.stat().st_size > 0]
     finished = sum(is_done(d, point["epochs"]) for d in dirs)
     lines = [f"## {cname}", "", ", ".join(f"{k} {v}" for k, v in point.items()) + f"; {finished} of {len(dirs)} "
              f"seeds finished" + ("" if finished == len(dirs) else f", {len(measured)} with measurements "
