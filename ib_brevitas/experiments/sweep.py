@@ -118,13 +118,14 @@ def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], 
           f"{len(done0)} finished already, {len(tasks)} task(s) on "
           f"{args.engine} ({workers} workers)", file=sys.stderr)
     bar = tqdm(total=len(jobs), initial=len(done0), unit="seed", desc="sweep", disable=args.no_progress,
-               file=sys.stderr, smoothing=0.1)
+               file=sys.stderr, smoothing=0)  # the session's average rate: runs finish in bursts
     pending = {j.name for j in todo}
 
     def tick() -> None:
         finished = {n for n in pending if dirs[n].summary_path("json").exists()}
         pending.difference_update(finished)
-        bar.update(len(finished))
+        if finished:
+            bar.update(len(finished))
 
     outcome = Outcome()
     try:
