@@ -116,6 +116,9 @@ def test_verdict_counts_equal_the_runs_phase_events(sweep, report):
     assert tables["syn-relu-8b"]["T2"][3].startswith("6/6 (100%)")
     assert tables["syn-tanh-8b"]["T2"][3].startswith("4/6 (67%)")
     assert tables["syn-relu-8b"]["T1"][3].startswith("0/6 (0%)")
+    # the overview repeats the counts, one row per configuration
+    page = (report / "report.md").read_text()
+    assert "| syn-relu-8b | 6 | 6/6, 0/6 | 6/6, 6/6 | " in page and "| syn-tanh-8b | 6 | n/o, 0/6 sat | 6/6, 4/6 |" in page
 
 
 def test_saturation_flag_counts_seeds_at_log2_n(sweep, report):

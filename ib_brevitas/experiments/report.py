@@ -56,11 +56,13 @@ def write_report(sweep_dir: Path, out: Path | None = None, dpi: int = 130) -> Pa
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     fixed = manifest.get("fixed", {})
-    parts = [f"# Sweep report: {sweep_dir.resolve().name}", "", _grid_text(manifest), ""]
+    sections, summaries = [], {}
     for cname, point in manifest["configurations"].items():
         names = [n for n, c in manifest["runs"].items() if c == cname]
-        parts += configuration_section(sweep_dir, cname, point, names, figures, out, fixed, dpi)
-    parts += timing_section(manifest)
+        lines, summaries[cname] = configuration_section(sweep_dir, cname, point, names, figures, out, fixed, dpi)
+        sections += lines
+    parts = [f"# Sweep report: {sweep_dir.resolve().name}", "", _grid_text(manifest), "",
+             *overview(summaries), *sections, *timing_section(manifest)]
     path = out / REPORT
     from ib_brevitas.files import atomic_write
 
@@ -80,8 +82,8 @@ def _grid_text(manifest: dict[str, Any]) -> str:
 
 
 def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], names: list[str], figures: Path,
-                          out: Path, fixed: dict[str, Any], dpi: int) -> list[str]:
-    """The page's part for one configuration: figures, verdict table, accuracy."""
+                          out: Path, fixed: dict[str, Any], dpi: int) -> tuple[list[str], Any]:
+    """The page's part for one configuration (figures, verdict table, accuracy), and its PhaseSummary."""
     from ib_brevitas.experiments.report_figures import accuracy_figure, accuracy_series, save, seeds_figure
     from ib_brevitas.experiments.sweep_engines import is_done
     from ib_brevitas.phases.seeds import summarize_runs
@@ -94,7 +96,7 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
              f"seeds finished" + ("" if finished == len(dirs) else f", {len(measured)} with measurements "
                                   "(the figures and table use these, to their last measured epoch)"), ""]
     if not measured:
-        return lines + ["No measurements yet.", ""]
+        return lines + ["No measurements yet.", ""], None
     runs = [d.load() for d in measured]
     paths = [d.path for d in measured]
     rel = figures.relative_to(out)
@@ -117,7 +119,32 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
                   f"Final accuracy (epoch {acc.epoch[-1]}, {int(acc.n_runs[-1])} seeds): train "
                   f"{acc.i_xt[-1]:.4f} \u00b1 {acc.sd_xt[-1]:.4f}, test {acc.i_ty[-1]:.4f} \u00b1 {acc.sd_ty[-1]:.4f}.",
                   ""]
-    return lines
+    return lines, summary
+
+
+def overview(summaries: dict[str, Any]) -> list[str]:
+    """One row per configuration: per layer, seeds fitting / compressing of those observable / decided."""
+    done = {c: s for c, s in summaries.items() if s is not None}
+    if not done:
+        return []
+    labels = sorted({s.label for summ in done.values() for s in summ.layers}, key=lambda x: int(x[1:]))
+    rows = []
+    for cname, summ in done.items():
+        by = {s.label: s for s in summ.layers}
+        cells = []
+        for label in labels:
+            s = by.get(label)
+            if s is None:
+                cells.append("-")
+                continue
+            obs = s.n_runs - s.n_fitting_not_observable
+            fit = f"{s.n_fitting}/{obs}" if obs else "n/o"
+            cells.append(f"{fit}, {s.n_compression}/{s.n_compression + s.n_no_compression}"
+                         + (" sat" if 2 * s.n_saturated > s.n_runs else ""))
+        rows.append([cname, str(max(s.n_runs for s in summ.layers)), *cells])
+    return ["## Overview", "", "Per layer: seeds with a fitting phase / where it is observable, seeds with "
+            "compression / with a decided verdict (sat: most seeds saturated at log2 N).", "",
+            format_table(["configuration", "seeds", *labels], rows, markdown=True), ""]
 
 
 VERDICT_NOTES = (
