@@ -126,6 +126,8 @@ def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], 
         pending.difference_update(finished)
         if finished:
             bar.update(len(finished))
+        else:
+            bar.refresh()  # elapsed time moves
 
     outcome = Outcome()
     try:
