@@ -11,7 +11,7 @@
    (one batched forward, handed to each seed's InformationPlane as its
    codes_fn) and the MI of the 6 layers per seed (packing and counting; no
    sinks, no files).
-3. Memory: peak RSS of a child process that builds a 50-seed batch, checks it,
+3. Memory: peak RSS (VmHWM) of a child process that builds a 50-seed batch, checks it,
    trains 3 epochs and measures every seed, against a child that only imports.
 4. The paper's SYN study projected from 1 and 2: tanh + ReLU x 50 seeds x 8000
    epochs, MI every 5 epochs (1601 measurements per run), in one process and on
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import warnings
@@ -103,7 +102,9 @@ def memory_child() -> None:
         import ib_brevitas.monitor  # noqa: F401
     else:
         bench_measure("relu", SEEDS, 3)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report its parent's peak
+    with open("/proc/self/status") as f:
+        print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024)
 
 
 def bench_memory() -> tuple[float, float]:

@@ -17,7 +17,7 @@ import torch
 from ib_brevitas.experiments import kernels
 from ib_brevitas.experiments.data import stratified_split, syn_dataset
 from ib_brevitas.experiments.engine import EngineMismatch, SeedBatch, relu_stats
-from ib_brevitas.experiments.engine_check import brevitas_eval
+from ib_brevitas.experiments.engine_check import brevitas_eval, brevitas_scales
 from ib_brevitas.experiments.models import PaperMLP, SynMLP, syn_loss
 from ib_brevitas.monitor import InformationPlane
 from ib_brevitas.state import counters_state, load_counters_state
@@ -97,6 +97,7 @@ def test_batched_seeds_equal_independent_single_seed_runs(activation, bits, syn)
         for i, c in enumerate(codes, start=1):
             assert mine[f"T{i}"].dtype == c.dtype and torch.equal(mine[f"T{i}"], c), (k, i)
         assert torch.equal(batch.probs(x.expand(len(SEEDS), -1, -1))[k], probs)
+        assert batch.scales(k) == brevitas_scales(r)
         ref_mi, _ = _mi(r, x, y)
         my_mi, kept = _mi(m, x, y, codes_fn=batch.codes_fn(k))
         assert kept and my_mi == ref_mi, k

@@ -325,6 +325,13 @@ class SeedBatch:
 
         return fn
 
+    def scales(self, s: int) -> dict[str, float]:
+        """Seed `s`'s eval-mode quantizer scales {"T1": ..., "Tn": ...}, as each act_quant.scale() gives them."""
+        c = self.consts
+        hidden = [float((r[s].clamp_min(c.a_min) / c.a_thr)) for r in self.stack.running] if self.relu else \
+            [float(c.a_scale)] * (self.n_layers - 1)
+        return {f"T{i}": v for i, v in enumerate([*hidden, float(c.p_scale)], start=1)}
+
     # -- per-seed state --------------------------------------------------------------
 
     def state(self, s: int) -> dict:

@@ -18,6 +18,17 @@ from torch import Tensor
 from ib_brevitas.experiments.models import syn_loss
 
 
+def brevitas_scales(model) -> dict[str, float]:
+    """Each layer quantizer's eval-mode scale, from Brevitas (`act_quant.scale()`)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {f"T{i}": float(getattr(model, f"T{i}").act_quant.scale()) for i in range(1, model.n_layers + 1)}
+    finally:
+        model.train(was_training)
+
+
 def brevitas_eval(model, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     """Eval-mode probabilities and QuantTensor.int() of T1..Tn, read by hooks on the quantizers."""
     codes: dict[int, Tensor] = {}
@@ -90,6 +101,8 @@ def compare(batch, x: Tensor, y: Tensor, probe: Tensor | None, seeds: Sequence[i
         ref_probs, ref_codes = brevitas_eval(ref, probe)
         if not torch.equal(probs[s], ref_probs):
             problems.append(f"seed slot {s}: eval outputs")
+        if batch.scales(s) != brevitas_scales(ref):
+            problems.append(f"seed slot {s}: quantizer scales")
         for i, c in enumerate(ref_codes, start=1):
             mine = codes[s][f"T{i}"]
             if mine.dtype != c.dtype or not torch.equal(mine, c):
