@@ -458,3 +458,30 @@ def test_plane_route_is_the_sweep_in_float32(client, logdir):
             assert s["i_ty"] == [float(np.float32(x.i_ty)) for x in recs]
     assert "no information-plane data" in get(client, ROUTE + "plane?run=nope", 404)["error"]
     assert "missing query argument" in get(client, ROUTE + "plane", 400)["error"]
+
+
+def test_exact_and_binned_series_are_never_mixed(tmp_path):
+    """One layer measured exactly and by a binning estimator: two series, labelled, averaged apart."""
+    import dataclasses
+
+    for seed in (0, 1):
+        with TensorBoardSink(log_dir=tmp_path / f"mixed-s{seed}") as sink:
+            for e in range(4):
+                exact = records(e, LAYERS[:1], shift=seed)
+                binned = [dataclasses.replace(r, estimator="binned-30", i_xt=r.i_xt / 2) for r in exact]
+                sink.write(exact)
+                sink.write(binned)  # same layer, same step, another estimator: its own series
+    client, tb = tensorboard_client(tmp_path, *loader_flags("false"))
+    try:
+        body = get(client, ROUTE + "points?run=mixed-s0")
+        got = {(s["layer"], s["estimator"]): s for s in body["series"]}
+        assert set(got) == {(LAYERS[0], "exact"), (LAYERS[0], "binned-30")}
+        assert got[(LAYERS[0], "binned-30")]["label"] == "T1 (binned-30)" and got[(LAYERS[0], "exact")]["label"] == "T1"
+        assert got[(LAYERS[0], "binned-30")]["i_xt"] == [r.i_xt / 2 for e in range(4) for r in records(e, LAYERS[:1])]
+        mean = get(client, ROUTE + "mean?run=mixed-s0&run=mixed-s1")
+        means = {s["estimator"]: s for s in mean["series"]}
+        assert means["exact"]["i_xt"] == pytest.approx(
+            [statistics.mean(r.i_xt for s in (0, 1) for r in records(e, LAYERS[:1], shift=s)) for e in range(4)])
+        assert means["binned-30"]["n_runs"] == [2, 2, 2, 2]
+    finally:
+        stop(tb)

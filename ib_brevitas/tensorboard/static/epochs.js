@@ -4,7 +4,7 @@
 
 import { chart, hideTip, showTip, svgEl } from "./dom.js";
 import { drawAxes, drawBound } from "./axes.js";
-import { epochScale, extent, fmt4, layerColor, linear, tracePolyline } from "./scales.js";
+import { epochScale, extent, fmt4, layerColor, linear, strokeFaint, tracePolyline } from "./scales.js";
 
 const EPOCHS = { w: 440, h: 350, l: 52, r: 84, t: 34, b: 38, gap: 30 };
 // One shape per phase event kind (ib_brevitas.phases.EVENT_KINDS), as SVG paths around (0, 0).
@@ -108,16 +108,7 @@ export function drawEpochs(view) {
     c.clear();
     for (const [k, part] of parts.entries()) {
       const Y = (v) => part.ys.map(v);
-      ctx.globalAlpha = seeds.length > 10 ? 0.18 : 0.3;
-      ctx.lineWidth = 0.7;
-      for (const { s, px, py } of faint) {
-        if (view.hidden(s.label)) continue;
-        ctx.strokeStyle = layerColor(s.index);
-        ctx.beginPath();
-        tracePolyline(ctx, px, py[k]);
-        ctx.stroke();
-      }
-      ctx.globalAlpha = 1;
+      strokeFaint(ctx, faint.map((f) => ({ s: f.s, px: f.px, py: f.py[k] })), view.hidden, seeds.length > 10 ? 0.25 : 0.35);
       for (const s of series) {
         if (view.hidden(s.label) || !s.epoch.length) continue;
         const color = layerColor(s.index);

@@ -8,7 +8,7 @@
 import { chart, cssVar, hideTip, showTip, svgEl } from "./dom.js";
 import { drawAxes, drawBound, drawColorBar } from "./axes.js";
 import { placeLabels } from "./labels.js";
-import { VIRIDIS_LUT, epochScale, epochShare, extent, fmt4, layerColor, linear, tracePolyline } from "./scales.js";
+import { VIRIDIS_LUT, epochScale, epochShare, extent, fmt4, layerColor, linear, strokeFaint, tracePolyline } from "./scales.js";
 
 const PLANE = { w: 440, h: 360, l: 52, r: 84, t: 16, b: 42 };
 const MARK_R = 3;
@@ -55,7 +55,10 @@ export function drawPlane(view) {
   };
   const faint = seeds.flatMap(({ run, series: ss }) => ss.map((s) => {
     svg.appendChild(svgEl("g", { class: "ip-seed", "data-run": run, "data-layer": s.layer, "data-label": s.label, "data-count": s.epoch.length }));
-    return { run, ...project(s) };
+    const px = new Float32Array(s.epoch.length);
+    const py = new Float32Array(s.epoch.length);
+    for (let i = 0; i < px.length; i++) { px[i] = xs.map(s.i_xt[i]); py[i] = ys.map(s.i_ty[i]); }
+    return { s, px, py };
   }));
   const hits = series.map((s) => {
     const h = project(s);
@@ -94,16 +97,7 @@ export function drawPlane(view) {
     ctx.beginPath();
     ctx.rect(PLANE.l, PLANE.t, PLANE.w - PLANE.l - PLANE.r, PLANE.h - PLANE.t - PLANE.b);
     ctx.clip();
-    ctx.lineWidth = 0.7;
-    ctx.globalAlpha = seeds.length > 10 ? 0.18 : 0.3;
-    for (const h of faint) {  // every seed, faint, in its layer's colour
-      if (view.hidden(h.series.label) || !h.px.length) continue;
-      ctx.strokeStyle = layerColor(h.series.index);
-      ctx.beginPath();
-      tracePolyline(ctx, h.px, h.py);
-      ctx.stroke();
-    }
-    ctx.globalAlpha = 1;
+    strokeFaint(ctx, faint, view.hidden, seeds.length > 10 ? 0.25 : 0.35);  // every seed, in its layer's colour
     const shown = hits.filter((h) => !view.hidden(h.series.label));
     if (view.mean && opts.spread) {  // light ellipses of +-1 s.d.
       ctx.globalAlpha = 0.07;

@@ -14,6 +14,25 @@ export const LAYER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467b
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 export const LONG_RUN_EPOCHS = 1000;  // from here on the epoch axis is logarithmic by default
 
+// Faint seed lines of a sweep: one path per layer (one stroke call), thinned to 1-pixel steps.
+export function strokeFaint(ctx, lines, hidden, alpha) {
+  const byIndex = new Map();
+  for (const line of lines) {
+    if (hidden(line.s.label) || line.px.length < 2) continue;
+    if (!byIndex.has(line.s.index)) byIndex.set(line.s.index, []);
+    byIndex.get(line.s.index).push(line);
+  }
+  ctx.globalAlpha = alpha;
+  ctx.lineWidth = 0.7;
+  for (const [index, group] of byIndex) {
+    ctx.strokeStyle = layerColor(index);
+    ctx.beginPath();
+    for (const { px, py } of group) tracePolyline(ctx, px, py, 1);
+    ctx.stroke();
+  }
+  ctx.globalAlpha = 1;
+}
+
 export function layerColor(index) {
   const n = LAYER_COLORS.length;
   return LAYER_COLORS[((index % n) + n) % n];
@@ -87,15 +106,16 @@ export function extent(series) {
   return { lo, hi, maxX, maxY };
 }
 
-// Trace a polyline, skipping vertices within half a pixel of the last one kept.
-export function tracePolyline(ctx, px, py) {
+// Trace a polyline, skipping vertices within `step` pixels (default half a pixel) of the last one kept.
+export function tracePolyline(ctx, px, py, step = 0.5) {
   let lx = px[0];
   let ly = py[0];
+  const min2 = step * step;
   ctx.moveTo(lx, ly);
   for (let i = 1; i < px.length; i++) {
     const dx = px[i] - lx;
     const dy = py[i] - ly;
-    if (dx * dx + dy * dy >= 0.25 || i === px.length - 1) {
+    if (dx * dx + dy * dy >= min2 || i === px.length - 1) {
       ctx.lineTo(px[i], py[i]);
       lx = px[i];
       ly = py[i];
