@@ -230,6 +230,11 @@ def test_each_seed_saves_as_a_plain_brevitas_checkpoint_and_resumes_exactly(syn)
         _assert_same_model(fresh.models[k], batch.models[k], f"resumed slot {k}")
         a, b = fresh.state(k)["optimizer"]["state"], batch.state(k)["optimizer"]["state"]
         assert all(torch.equal(a[i][n], b[i][n]) for i in a for n in a[i])
+    standalone = batch.model_copy(1)  # a plain model, detached from the stacks
+    _assert_same_model(standalone, batch.models[1], "model_copy")
+    batch.train_epoch(xs, ys, g)  # moves the batch, not the copy
+    assert relu_stats(standalone)[0].counter == 26
+    assert not torch.equal(standalone.fc1.weight, batch.models[1].fc1.weight)
 
 
 def test_one_engine_s1_equals_the_single_run_face(syn):
@@ -255,6 +260,8 @@ def test_one_engine_s1_equals_the_single_run_face(syn):
     ((784, 16, 8, 4, 2, 10), "relu", 8),  # Bottleneck-2
     ((784, 10, 10, 10, 10, 10), "tanh", 4),  # MNIST-4x10
     ((784, 16, 8, 4, 2, 4, 8, 10), "relu", 6),  # HourGlass
+    ((784, 16, 12, 8, 4, 10), "relu", 2),  # Bottleneck-4 at 2 bits
+    ((784, 10, 10, 10, 10, 10), "tanh", 12),  # int32 codes
 ])
 def test_the_paper_mlp_family_is_exact(widths, activation, bits):
     """The MNIST MLPs on image-like inputs (k/255), with the short last batch, after two epochs."""

@@ -23,6 +23,7 @@ S = 1 is the plain single run (`fastpath.SynFastPath` is that case).
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -348,6 +349,12 @@ class SeedBatch:
         osd["state"] = {k: {n: clone(v) for n, v in d.items()} for k, d in osd["state"].items()}
         return {"model": {k: v.clone() for k, v in m.state_dict().items()}, "counters": counters_state(m),
                 "optimizer": osd}
+
+    def model_copy(self, s: int) -> PaperMLP:
+        """Seed `s` as a standalone Brevitas model (own tensors and step counters), e.g. for export."""
+        if self.mode == "batched":
+            self._sync_counters()
+        return copy.deepcopy(self.models[s])
 
     def load_state(self, s: int, state: dict) -> None:
         """Load what `state(s)` (or a single run's checkpoint) holds into seed `s`."""
