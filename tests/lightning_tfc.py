@@ -74,11 +74,11 @@ class LitTFC(pl.LightningModule):
         return DataLoader(TensorDataset(x[-128:], y[-128:]), batch_size=128)
 
 
-def trainer(root: Path, callbacks, max_epochs: int, validate: bool = True, **kwargs) -> pl.Trainer:
+def trainer(root: Path, callbacks, max_epochs: int, validate: bool = True, version=None, **kwargs) -> pl.Trainer:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     return pl.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", logger=TensorBoardLogger(str(root), name="lit"),
+        max_epochs=max_epochs, accelerator="cpu", logger=TensorBoardLogger(str(root), name="lit", version=version),
         callbacks=callbacks if isinstance(callbacks, list) else [callbacks], deterministic=True,
         enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=1 if validate else 0, **kwargs,

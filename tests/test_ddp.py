@@ -150,6 +150,15 @@ def test_slice_bounds_cover_the_probe_set_once():
         distributed.slice_bounds(10, 2, 2)
 
 
+def test_share_follows_the_process_group(monkeypatch):
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (1, 4))
+    assert distributed.share(10) == distributed.Share(rank=1, world=4, start=3, stop=6, n=10)
+    with pytest.raises(ValueError, match="the probe set has 3 samples for 4 processes"):
+        distributed.share(3)
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (0, 1))
+    assert distributed.share(3) is None
+
+
 def test_two_gloo_ranks_give_the_single_process_records(tmp_path):
     ranks = _spawn(tmp_path)
     assert [r.get("error") for r in ranks] == [None, None]

@@ -41,13 +41,13 @@ def _layer_order(records):
     return sorted(records, key=lambda r: (r.layer_index, r.epoch))
 
 
-def _fit(root, every=1, validate=True, epochs=EPOCHS, ckpt_path=None, extra=(), keep_all=False):
+def _fit(root, every=1, validate=True, epochs=EPOCHS, ckpt_path=None, extra=(), keep_all=False, version=None):
     x, y = lit.probe_set()
     cb = InformationPlaneCallback(x, y, every_n_epochs=every)
     # With validation, checkpoint at validation end (as with val_check_interval < 1): before on_train_epoch_end.
     ckpt = ModelCheckpoint(save_top_k=-1 if keep_all else 1, every_n_epochs=1,
                            save_on_train_epoch_end=False if validate else None)
-    trainer = lit.trainer(root, [cb, ckpt, *extra], epochs, validate=validate)
+    trainer = lit.trainer(root, [cb, ckpt, *extra], epochs, validate=validate, version=version)
     trainer.fit(lit.LitTFC(), ckpt_path=ckpt_path)
     return trainer
 
@@ -94,12 +94,14 @@ def test_records_equal_a_plain_measurement_of_each_epochs_weights(tmp_path):
     assert InformationPlane(run.model, x, y).measure(EPOCHS, step=records[-1].step) == records[-n:]
 
 
-@pytest.mark.parametrize("validate, every", [(True, 1), (False, 2)])
-def test_crash_and_resume_from_checkpoint_equals_an_uninterrupted_fit(tmp_path, validate, every):
+@pytest.mark.parametrize("validate, every, pinned", [(True, 1, False), (False, 2, True)])
+def test_crash_and_resume_from_checkpoint_equals_an_uninterrupted_fit(tmp_path, validate, every, pinned):
+    """pinned: TensorBoardLogger(version="run") on both fits, so Lightning resumes into the same directory."""
+    version = "run" if pinned else None
     whole = RunDir(_fit(tmp_path / "whole", every, validate).log_dir)
     with pytest.raises(RuntimeError, match="crash for the test"):
-        _fit(tmp_path / "cut", every, validate, extra=[_Crash(3)])
-    first = RunDir(tmp_path / "cut" / "lit" / "version_0")
+        _fit(tmp_path / "cut", every, validate, extra=[_Crash(3)], version=version)
+    first = RunDir(tmp_path / "cut" / "lit" / (version or "version_0"))
     assert max(r.epoch for r in first.read_records()) == (3 if every == 1 else 2)  # on_exception flushed it
     (ckpt,) = Path(first.path, "checkpoints").glob("*.ckpt")
     saved = torch.load(ckpt, weights_only=False)
@@ -108,14 +110,18 @@ def test_crash_and_resume_from_checkpoint_equals_an_uninterrupted_fit(tmp_path, 
         assert saved["epoch"] == 2 and state["last_epoch"] == 2  # the resumed fit ends epoch 3 and measures it
     else:  # the checkpoint of epoch 2; epoch 3 was measured, then the crash, never checkpointed
         assert saved["epoch"] == 1 and state["last_epoch"] == 2
-    resumed = _fit(tmp_path / "cut", every, validate, ckpt_path=ckpt)
-    assert Path(resumed.log_dir).name == "version_1"  # Lightning's new version; the records stay in version_0
+    resumed = _fit(tmp_path / "cut", every, validate, ckpt_path=ckpt, version=version)
     assert first.read_records() == whole.read_records()
     assert [e.to_dict() for e in first.read_events()] == [e.to_dict() for e in whole.read_events()]
     assert {r.epoch for r in whole.read_records()} == set(range(0, EPOCHS + 1, every))
-    tb_records, _ = read_event_files(first.event_files())  # the resumed part: the callback's own writer
+    # Two event files in the run's directory: the first fit's, and the resumed one's (the logger's own when
+    # pinned, else the callback's); TensorBoard's view of them is exactly the records.
+    tb_records, _ = read_event_files(first.event_files())
     assert len(first.event_files()) == 2 and tb_records == _layer_order(whole.read_records())
-    assert not RunDir(resumed.log_dir).records_path.exists()
+    if pinned:
+        assert Path(resumed.log_dir) == first.path
+    else:  # Lightning's new version directory gets Lightning's scalars, not the records
+        assert Path(resumed.log_dir).name == "version_1" and not RunDir(resumed.log_dir).records_path.exists()
 
 
 def test_bad_arguments_are_refused():
