@@ -124,6 +124,12 @@ def test_crash_and_resume_from_checkpoint_equals_an_uninterrupted_fit(tmp_path, 
         assert Path(resumed.log_dir).name == "version_1" and not RunDir(resumed.log_dir).records_path.exists()
 
 
+def test_a_fresh_fit_into_a_directory_with_records_is_refused(tmp_path):
+    _fit(tmp_path, epochs=1, version="run")
+    with pytest.raises(ValueError, match="already holds records.*ckpt_path="):
+        _fit(tmp_path, epochs=1, version="run")
+
+
 def test_bad_arguments_are_refused():
     x, y = lit.probe_set()
     with pytest.raises(ValueError, match="every_n_epochs must be an integer >= 1"):

@@ -41,7 +41,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ib_brevitas.monitor import InformationPlane
-from ib_brevitas.rundir import RunDir
+from ib_brevitas.rundir import RunDir, RunDirError
 
 __all__ = ["InformationPlaneCallback"]
 
@@ -121,8 +121,12 @@ class InformationPlaneCallback(pl.Callback):
             if self.run_dir is None:
                 raise ValueError("InformationPlaneCallback: the trainer has no log directory; give it a logger "
                                  "or default_root_dir")
-            rd = self.plane.record_to(self.run_dir, writer=self._open_writer(trainer, restored is not None),
-                                      phases=self.phases)
+            try:
+                rd = self.plane.record_to(self.run_dir, writer=self._open_writer(trainer, restored is not None),
+                                          phases=self.phases)
+            except RunDirError as e:
+                raise RunDirError(f"{e} (with Lightning: resume with trainer.fit(..., ckpt_path=...), or give the "
+                                  "logger another version)") from None
             if restored is None:
                 self._describe_run(rd, pl_module)
         self._measure_if_due(trainer, trainer.current_epoch)  # epoch 0 (or a resumed epoch not yet measured)
