@@ -23,7 +23,6 @@ S = 1 is the plain single run (`fastpath.SynFastPath` is that case).
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -31,26 +30,12 @@ import torch
 from torch import Tensor
 
 from ib_brevitas.experiments import kernels
+from ib_brevitas.experiments.engine_state import SeedState, _linears, relu_stats
 from ib_brevitas.experiments.models import PaperMLP, syn_loss
-from ib_brevitas.state import counters_state, load_counters_state
 
 
 class EngineMismatch(RuntimeError):
     """The batched kernels do not reproduce a seed's Brevitas run bit for bit on this platform."""
-
-
-def relu_stats(model: PaperMLP) -> list:
-    """The ReLU layers' Brevitas _RuntimeStats (running maximum, momentum, counter), looked up afresh."""
-    if model.activation != "relu":
-        return []
-    return [
-        getattr(model, f"T{i}").act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.runtime_stats
-        for i in range(1, model.n_layers)
-    ]
-
-
-def _linears(model: PaperMLP) -> list:
-    return [getattr(model, f"fc{i}") for i in range(1, model.n_layers + 1)]
 
 
 class _Stack:
@@ -78,7 +63,7 @@ def _code_dtype(bits: int, signed: bool) -> torch.dtype:
     return torch.int8 if signed else torch.uint8
 
 
-class SeedBatch:
+class SeedBatch(SeedState):
     """S seeds of one `PaperMLP` configuration, trained and measured together.
 
     models: S Brevitas models of one architecture, activation and bit width
@@ -225,24 +210,6 @@ class SeedBatch:
         self.stack.counter = self._counter_of(self.models[0])
         return torch.tensor(losses, dtype=torch.float64)
 
-    def use_brevitas(self) -> None:
-        """Train each seed through its Brevitas modules from now on (exact, ~8x slower per seed)."""
-        if self.mode == "brevitas":
-            return
-        self._optimizers = [self._adam(s) for s in range(self.n_seeds)]
-        for s, opt in enumerate(self._optimizers):  # torch's Adam states, as views of the stacks
-            for i, p in enumerate(self.models[s].parameters()):
-                if self.stack.step:
-                    opt.state[p] = {"step": torch.tensor(float(self.stack.step)),
-                                    "exp_avg": self.stack.exp_avgs[i][s], "exp_avg_sq": self.stack.exp_avg_sqs[i][s]}
-        self._sync_counters()
-        self.mode = "brevitas"
-        self._codes_cache = None
-
-    def _adam(self, s: int) -> torch.optim.Adam:
-        return torch.optim.Adam(self.models[s].parameters(), lr=self.lr, betas=self.betas, eps=self.eps,
-                                foreach=True)
-
     def _check_lockstep(self) -> None:
         if len(set(self._seed_steps)) > 1:
             raise ValueError("the seeds of one batch stand at different steps (Adam step, Brevitas counter): "
@@ -332,58 +299,6 @@ class SeedBatch:
         hidden = [float((r[s].clamp_min(c.a_min) / c.a_thr)) for r in self.stack.running] if self.relu else \
             [float(c.a_scale)] * (self.n_layers - 1)
         return {f"T{i}": v for i, v in enumerate([*hidden, float(c.p_scale)], start=1)}
-
-    # -- per-seed state --------------------------------------------------------------
-
-    def state(self, s: int) -> dict:
-        """Seed `s` as train.py checkpoints a single run: {"model", "counters", "optimizer"} (copies)."""
-        self._sync_counters() if self.mode == "batched" else None
-        m = self.models[s]
-        opt = self._optimizers[s] if self.mode == "brevitas" else self._adam(s)
-        if self.mode == "batched" and self.stack.step:
-            for i, p in enumerate(m.parameters()):
-                opt.state[p] = {"step": torch.tensor(float(self.stack.step)),
-                                "exp_avg": self.stack.exp_avgs[i][s], "exp_avg_sq": self.stack.exp_avg_sqs[i][s]}
-        clone = lambda v: v.clone() if isinstance(v, Tensor) else v
-        osd = opt.state_dict()
-        osd["state"] = {k: {n: clone(v) for n, v in d.items()} for k, d in osd["state"].items()}
-        return {"model": {k: v.clone() for k, v in m.state_dict().items()}, "counters": counters_state(m),
-                "optimizer": osd}
-
-    def model_copy(self, s: int) -> PaperMLP:
-        """Seed `s` as a standalone Brevitas model (own tensors and step counters), e.g. for export."""
-        if self.mode == "batched":
-            self._sync_counters()
-        return copy.deepcopy(self.models[s])
-
-    def load_state(self, s: int, state: dict) -> None:
-        """Load what `state(s)` (or a single run's checkpoint) holds into seed `s`."""
-        m = self.models[s]
-        self._checked = False  # start() checks the loaded weights
-        m.load_state_dict(state["model"])
-        st = self.stack
-        with torch.no_grad():  # into the stacks, whether or not it copied into the views
-            for fc, w, b in zip(_linears(m), st.weights, st.biases):
-                w[s].copy_(fc.weight)
-                b[s].copy_(fc.bias)
-            for rs, r in zip(relu_stats(m), st.running):
-                r[s].copy_(rs.running_stats)
-        self._bind()
-        load_counters_state(m, state["counters"])
-        opt = self._adam(s)
-        opt.load_state_dict(state["optimizer"])
-        states = [opt.state.get(p) for p in m.parameters()]
-        steps = {int(d["step"]) if d else 0 for d in states}
-        if len(steps) > 1:
-            raise ValueError(f"seed slot {s}: the optimizer state holds different step counts {sorted(steps)}")
-        self._seed_steps[s] = (steps.pop(), self._counter_of(m))
-        self.stack.step, self.stack.counter = self._seed_steps[s]
-        with torch.no_grad():
-            for i, d in enumerate(states):
-                self.stack.exp_avgs[i][s].copy_(d["exp_avg"] if d else torch.zeros(()))
-                self.stack.exp_avg_sqs[i][s].copy_(d["exp_avg_sq"] if d else torch.zeros(()))
-        if self.mode == "brevitas":
-            self._optimizers[s] = opt
 
     # -- the exactness check -------------------------------------------------------------
 
