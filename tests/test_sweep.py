@@ -6,8 +6,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,11 +155,11 @@ def test_a_directory_of_another_grid_is_refused(small_sweep, tmp_path, capsys):
     assert "is not empty and holds no sweep.json" in capsys.readouterr().err
 
 
-def _wait_for(cond, timeout: float, what: str, proc=None):
+def _wait_for(cond, timeout: float, what: str, thread: threading.Thread):
     t0 = time.monotonic()
     while not cond():
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the sweep ended (rc {proc.returncode}) before {what}: {proc.communicate()}")
+        if not thread.is_alive():
+            pytest.fail(f"the sweep ended before {what}")
         if time.monotonic() - t0 > timeout:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.05)
@@ -171,26 +170,24 @@ def _measured_epochs(run: Path) -> int:
     return len(p.read_text().splitlines()) // 6 if p.exists() else 0
 
 
-def test_a_killed_worker_is_replaced_and_every_record_is_intact(tmp_path):
+def test_a_killed_worker_is_replaced_and_every_record_is_intact(tmp_path, capsys):
     """SIGKILL the worker training a run mid-way: the pool is rebuilt, the run resumes, records equal train's."""
     d = tmp_path / "sweep"
     flags = ["--activation", "relu", "--epochs", "30", "--mi-every", "2", "--seeds", "0-1", "--checkpoint-secs", "0",
              "--no-progress", "--workers", "2", "--seeds-per-task", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "ib_brevitas", "sweep", "--sweep-dir", str(d), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result: list[int] = []
+    sweep = threading.Thread(target=lambda: result.append(_sweep(d, *flags)), daemon=True)
+    sweep.start()  # in this process: its workers fork from the server the other tests started (no new imports)
     victim = d / "syn-relu-8b-s1"
-    try:
-        _wait_for(lambda: _measured_epochs(victim) >= 5 and (victim / "checkpoints" / "last.pt").exists(), 240,
-                  "the run's fifth measurement", proc)
-        assert not (victim / "summary.json").exists(), "the run finished before it could be killed; lengthen it"
-        pid = int((victim / ".lock").read_text().split()[0])  # the worker holding the run
-        assert pid != proc.pid
-        os.kill(pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+    _wait_for(lambda: _measured_epochs(victim) >= 5 and (victim / "checkpoints" / "last.pt").exists(), 240,
+              "the run's fifth measurement", sweep)
+    assert not (victim / "summary.json").exists(), "the run finished before it could be killed; lengthen it"
+    pid = int((victim / ".lock").read_text().split()[0])  # the worker holding the run
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    sweep.join(timeout=300)
+    err = capsys.readouterr().err
+    assert result == [0], err
     assert "a worker process died" in err and "retry 1 of 3" in err
     assert json.loads((d / "sweep.json").read_text())["sessions"][-1]["retries"] >= 1
     assert all(RunDir(d / f"syn-relu-8b-s{s}").summary_path("json").exists() for s in (0, 1))
