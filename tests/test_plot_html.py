@@ -83,8 +83,10 @@ def test_file_opens_offline_with_the_same_counts(runs, tmp_path):
             page.locator("body[data-ready='true']").wait_for(timeout=30_000)
             counts = """() => Object.fromEntries([...document.querySelectorAll('.ip-panel')].map((p) => [
                 p.dataset.run || p.dataset.group,
-                {layers: Object.fromEntries([...p.querySelectorAll('svg.ip-plane g.ip-layer')].map((g) => [g.dataset.layer, Number(g.dataset.count)])),
-                 seeds: [...p.querySelectorAll('svg.ip-plane g.ip-seed')].map((g) => [g.dataset.run, g.dataset.layer, Number(g.dataset.count)])}]))"""
+                {layers: Object.fromEntries([...p.querySelectorAll('svg.ip-plane g.ip-layer')]
+                    .map((g) => [g.dataset.layer, Number(g.dataset.count)])),
+                 seeds: [...p.querySelectorAll('svg.ip-plane g.ip-seed')]
+                    .map((g) => [g.dataset.run, g.dataset.layer, Number(g.dataset.count)])}]))"""
             got = page.evaluate(counts)
             by_run = {d.name: defaultdict(int) for d in runs}
             for d in runs:

@@ -12,11 +12,11 @@ pytest.importorskip("matplotlib", reason="ib-brevitas plot needs the [plot] extr
 from matplotlib.collections import PathCollection  # noqa: E402
 
 from ib_brevitas import cli  # noqa: E402
+from ib_brevitas.files import append_jsonl  # noqa: E402
 from ib_brevitas.phases import EVENT_KINDS, FITTING_ENDED, PhaseEvent  # noqa: E402
 from ib_brevitas.plots import plot_runs  # noqa: E402
-from ib_brevitas.rundir import RunDir  # noqa: E402
-from ib_brevitas.files import append_jsonl  # noqa: E402
 from ib_brevitas.records import LayerMI  # noqa: E402
+from ib_brevitas.rundir import RunDir  # noqa: E402
 from ib_brevitas.tensorboard.summary import TensorBoardSink  # noqa: E402
 
 LAYERS = ["body.0.act", "body.2.act", "head.act"]

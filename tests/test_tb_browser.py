@@ -38,9 +38,10 @@ if sync_playwright is None or not os.path.exists(CHROMIUM):
         f"end-to-end browser test needs playwright (pip install playwright) and Debian chromium at {CHROMIUM} "
         "(apt-get install chromium)", allow_module_level=True)
 
+import brevitas.nn as qnn  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-import brevitas.nn as qnn  # noqa: E402
+from test_tb_plugin import POISON_META, poison_rows, write_raw, write_v1_run  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from ib_brevitas import InformationPlane, JsonlSink  # noqa: E402
@@ -49,7 +50,6 @@ from ib_brevitas.phases import EVENT_KINDS, PhaseEvent  # noqa: E402
 from ib_brevitas.records import LayerMI, read_records  # noqa: E402
 from ib_brevitas.tensorboard import wire  # noqa: E402
 from ib_brevitas.tensorboard.summary import TensorBoardSink  # noqa: E402
-from test_tb_plugin import POISON_META, poison_rows, write_raw, write_v1_run  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -354,8 +354,10 @@ def panel_info(page, run):
         const panel = [...document.querySelectorAll('.ip-panel')].find((p) => p.dataset.run === run);
         return {
             bounds: [...panel.querySelectorAll('svg.ip-plane [data-bound]')].map((b) => b.dataset.bound),
-            phases: [...panel.querySelectorAll('.ip-phase')].map((m) => [m.dataset.layer, Number(m.dataset.epoch), m.dataset.kind, m.getAttribute('d')]),
-            legend: [...panel.querySelectorAll('.ip-phase-key')].map((k) => [k.dataset.kind, k.textContent, k.querySelector('path').getAttribute('d')]),
+            phases: [...panel.querySelectorAll('.ip-phase')].map(
+                (m) => [m.dataset.layer, Number(m.dataset.epoch), m.dataset.kind, m.getAttribute('d')]),
+            legend: [...panel.querySelectorAll('.ip-phase-key')].map(
+                (k) => [k.dataset.kind, k.textContent, k.querySelector('path').getAttribute('d')]),
         };
     }""", run)
 
@@ -379,10 +381,12 @@ def test_each_marker_kind_has_its_shape_legend_and_numbers(page):
     assert sorted(kinds) == sorted(EVENT_KINDS) and len(set(kinds.values())) == len(EVENT_KINDS)  # one shape each
     assert sorted(k for k, _, _ in info["legend"]) == sorted(EVENT_KINDS)
     assert {k: d for k, _, d in info["legend"]} == kinds  # the legend shows the marker's shape
-    marker = page.frame_locator(FRAME).locator(".ip-panel[data-run='coincident'] .ip-phase[data-kind='compression_confirmed']").first
+    marker = page.frame_locator(FRAME).locator(
+        ".ip-panel[data-run='coincident'] .ip-phase[data-kind='compression_confirmed']").first
     marker.scroll_into_view_if_needed()
     marker.hover()
-    frame(page).wait_for_function("() => { const t = document.querySelector('.ip-tooltip'); return t && !t.hidden && t.dataset.kind === 'compression_confirmed'; }")
+    frame(page).wait_for_function("() => { const t = document.querySelector('.ip-tooltip');"
+                                  " return t && !t.hidden && t.dataset.kind === 'compression_confirmed'; }")
     text = page.frame_locator(FRAME).locator(".ip-tooltip").inner_text()
     assert "compression confirmed" in text and "epoch 33 (decided at epoch 42)" in text and "drop bits = 0.375" in text
     assert "I(X;T) = " in text and "I(T;Y) = " in text
@@ -429,7 +433,8 @@ def test_layer_toggles_are_per_model(page):
     toggle = fl.locator(".ip-model").filter(has=fl.locator("label[title='body.1.act']")).locator("input[data-label='T2']")
     markers = ("(run) => [...document.querySelectorAll(`.ip-panel[data-run='${run}'] .ip-phase`)]"
                ".map((m) => m.style.display)")
-    shown_t2 = "(run) => [...document.querySelectorAll(`.ip-panel[data-run='${run}'] .ip-labels text`)].some((t) => t.dataset.labels.split(' ').includes('T2'))"
+    shown_t2 = ("(run) => [...document.querySelectorAll(`.ip-panel[data-run='${run}'] .ip-labels text`)]"
+                ".some((t) => t.dataset.labels.split(' ').includes('T2'))")
     assert f.evaluate(shown_t2, "coincident") and f.evaluate(shown_t2, "one-point")
     toggle.uncheck()
     try:

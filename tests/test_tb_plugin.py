@@ -28,8 +28,7 @@ from werkzeug.test import Client
 from ib_brevitas.files import append_jsonl
 from ib_brevitas.phases import COMPRESSION_STARTED, FITTING_ENDED, PhaseEvent
 from ib_brevitas.records import LayerMI, read_records
-from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, MEASUREMENTS_TAG_PREFIX
-from ib_brevitas.tensorboard import wire
+from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, MEASUREMENTS_TAG_PREFIX, wire
 from ib_brevitas.tensorboard.plugin import InformationPlaneLoader, group_of
 from ib_brevitas.tensorboard.reader import read_event_files
 from ib_brevitas.tensorboard.summary import TensorBoardSink, add_summary, plugin_summary

@@ -16,8 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ib_brevitas.phases import COMPRESSION_STARTED, EVENT_KINDS, FITTING_ENDED, PhaseEvent
 from ib_brevitas.records import LayerMI
 from ib_brevitas.sinks import Sink
-from ib_brevitas.tensorboard import HARDWARE_TAG, MEASUREMENTS_TAG_PREFIX, PHASES_TAG, PLUGIN_NAME, WIRE_VERSION
-from ib_brevitas.tensorboard import wire
+from ib_brevitas.tensorboard import HARDWARE_TAG, MEASUREMENTS_TAG_PREFIX, PHASES_TAG, PLUGIN_NAME, WIRE_VERSION, wire
 from ib_brevitas.tensorboard.summary import TensorBoardSink
 
 LAYERS = ["features.0.act", "features.2.act", "head.out_quant"]

@@ -33,17 +33,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from werkzeug import wrappers
-
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from tensorboard.util import tb_logging
+from werkzeug import wrappers
 
 from ib_brevitas.seedmean import group_of
-from ib_brevitas.tensorboard import HARDWARE_TAG, PHASES_TAG, PLUGIN_NAME, STATIC_DIR
-from ib_brevitas.tensorboard import views, wire
+from ib_brevitas.tensorboard import HARDWARE_TAG, PHASES_TAG, PLUGIN_NAME, STATIC_DIR, views, wire
 from ib_brevitas.tensorboard.views import current_data  # noqa: F401  (public before views existed)
 
 __all__ = ["InformationPlanePlugin", "InformationPlaneLoader", "group_of", "current_data"]

@@ -31,8 +31,7 @@ def read_event_files(paths: Iterable[Path]) -> tuple[list[LayerMI], list[Any]]:
     from tensorboard.util import tensor_util
 
     from ib_brevitas.phases import PhaseEvent
-    from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, PHASES_TAG, PLUGIN_NAME
-    from ib_brevitas.tensorboard import wire
+    from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, PHASES_TAG, PLUGIN_NAME, wire
     from ib_brevitas.tensorboard.views import current_data
 
     paths = list(paths)

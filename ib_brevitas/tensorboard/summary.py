@@ -27,8 +27,8 @@ from ib_brevitas.tensorboard import (
     PHASES_TAG,
     PLUGIN_NAME,
     WIRE_VERSION,
+    wire,
 )
-from ib_brevitas.tensorboard import wire
 
 
 def _json_default(value: Any) -> Any:

@@ -17,8 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ib_brevitas.seedmean import group_of, mean_sd
-from ib_brevitas.tensorboard import LAYER_TAG_PREFIX
-from ib_brevitas.tensorboard import wire
+from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, wire
 
 PLANE_FIELDS = ("epoch", "i_xt", "i_ty")  # what a faint seed needs: ?fields=epoch,i_xt,i_ty
 
