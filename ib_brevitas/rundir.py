@@ -7,6 +7,7 @@
     summary.json/.txt    the end-of-run table (start, peak, final MI per layer; verdicts)
     events.out.tfevents.*  TensorBoard scalars and the Information Plane tab's data
     checkpoints/last.pt  everything a resume needs (written atomically)
+    snapshots/e<epoch>.pt  the model's state at each measurement, for post-hoc binning (global bounds)
     probe.npz            the probe set, when it is not rebuilt from a factory
     export/              ONNX files and the export / hardware reports
 
@@ -72,6 +73,7 @@ class RunDir:
     PROBE = "probe.npz"
     MODEL = "model.pt"
     EXPORT = "export"
+    SNAPSHOTS = "snapshots"
     LOCK = ".lock"
 
     def __init__(self, path: str | os.PathLike):
@@ -92,6 +94,7 @@ class RunDir:
     probe_path = property(lambda self: self.path / self.PROBE)
     model_path = property(lambda self: self.path / self.MODEL)
     export_dir = property(lambda self: self.path / self.EXPORT)
+    snapshots_dir = property(lambda self: self.path / self.SNAPSHOTS)
 
     def summary_path(self, suffix: str) -> Path:
         return self.path / f"{self.SUMMARY}.{suffix}"
@@ -211,10 +214,39 @@ class RunDir:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except (RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as e:
             raise RunDirError(f"{path} is damaged or not a checkpoint ({str(e).splitlines()[0][:120]}); "
-                              "delete it to re-train from the start, or restore it") from None
+                              "restore it, or delete it (a resumed run then trains again from the start)") from None
         if not isinstance(state, dict) or "epoch" not in state:
-            raise RunDirError(f"{path} is not an ib-brevitas checkpoint (no epoch in it); delete it or restore it")
+            raise RunDirError(f"{path} is not an ib-brevitas checkpoint (no epoch in it); restore it, or delete it "
+                              "(a resumed run then trains again from the start)")
         return state
+
+    def save_snapshot(self, epoch: int, step: int | None, state: dict[str, Any]) -> None:
+        """Keep the model's state at a measured epoch (atomic; binning with global bounds reads them post hoc)."""
+        self.create().snapshots_dir.mkdir(exist_ok=True)
+        atomic_torch_save({"epoch": epoch, "step": step, "state": state}, self.snapshots_dir / f"e{epoch}.pt")
+
+    def _snapshot_files(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.snapshots_dir.glob("e*.pt") if self.snapshots_dir.is_dir() else []:
+            try:
+                found.append((int(path.stem[1:]), path))
+            except ValueError:
+                continue  # not ours (e.g. an editor's backup)
+        return sorted(found)
+
+    def read_snapshots(self) -> list[tuple[int, int | None, dict[str, Any]]]:
+        """(epoch, step, state_dict) of every snapshot, in epoch order; a damaged one is a RunDirError."""
+        out = []
+        for epoch, path in self._snapshot_files():
+            snap = self.load_checkpoint(path)
+            out.append((int(snap["epoch"]), snap.get("step"), snap["state"]))
+        return out
+
+    def truncate_snapshots(self, last_epoch: int) -> None:
+        """Drop the snapshots after `last_epoch` (a resume re-trains those epochs)."""
+        for epoch, path in self._snapshot_files():
+            if epoch > last_epoch:
+                path.unlink()
 
     def save_probe(self, inputs: Any, labels: Any) -> None:
         import io

@@ -8,6 +8,7 @@ the truth: mi.jsonl and phases.jsonl are made to agree with it.
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
@@ -28,23 +29,29 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
                       checkpoint_secs: float = 60.0, progress: bool = True) -> int:
     torch.set_num_threads(threads)
     run = build_run(config)
-    epochs, every = config["epochs"], config["mi_every"]
-    last = _resume_point(rd, run) if resume else -1
+    epochs, every, start = config["epochs"], config["mi_every"], run.first_epoch
+    last = _resume_point(rd, run) if resume else None
+    if last is None and not resume:
+        rd.truncate_snapshots(start - 1)
     rd.write_config(config)  # after the resume checks: it never names a length the records contradict
-    rd.truncate_metrics(last)
+    rd.truncate_metrics(start - 1 if last is None else last)
+    if run.plane is None:  # a float net: every record is binned, and those are recomputed at the end
+        rd.truncate_records(start - 1)
 
     # A fresh run also writes a purge marker: TensorBoard's Python loader ignores
     # a run's first one, so only then do the markers of later resumes take effect.
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(rd.path), purge_step=last + 1 if last >= 0 else 0, flush_secs=10)
+    writer = SummaryWriter(log_dir=str(rd.path), purge_step=max(0, last + 1) if last is not None else 0, flush_secs=10)
 
     def say(events: list[Any]) -> None:
         for e in events:
             tqdm.write(f"epoch {e.epoch}: {e.layer} {e.kind.replace('_', ' ')}")
 
     plane = run.plane
-    plane.record_to(rd, writer=writer, on_events=say, **config["phase_thresholds"])
+    if plane is not None:
+        # TensorBoard steps are >= 0: a prefit's negative epochs keep the records and events in the files only.
+        plane.record_to(rd, writer=writer if start == 0 else None, on_events=say, **config["phase_thresholds"])
     saved_at = time.monotonic()
     metrics: dict[str, float] = {}
 
@@ -60,28 +67,36 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
     def measure(epoch: int, train_loss: float | None) -> None:
         nonlocal metrics
         metrics = evaluate(run)
-        for k, v in metrics.items():
-            split, name = k.split("_", 1)
-            writer.add_scalar(f"{name}/{split}", v, epoch)
-        rd.append_metrics({"epoch": epoch, **metrics, "train_loss_running": train_loss})
-        # Counting and the sinks run beside the next epochs; the codes are taken now.
-        plane.measure_async(epoch, step=epoch * run.steps_per_epoch)
+        if epoch >= 0:
+            for k, v in metrics.items():
+                split, name = k.split("_", 1)
+                writer.add_scalar(f"{name}/{split}", v, epoch)
+        row = {"epoch": epoch, **metrics, "train_loss_running": train_loss}
+        rd.append_metrics({**row, "prefit_random": True} if epoch < 0 else row)
+        step = (epoch - start) * run.steps_per_epoch
+        if run.binned is not None:  # binned post hoc, from this state (global bounds need the whole run)
+            rd.save_snapshot(epoch, step, copy.deepcopy(run.model.state_dict()))
+        if plane is not None:  # counting and the sinks run beside the next epochs; the codes are taken now
+            plane.measure_async(epoch, step=step)
         if epoch == epochs or time.monotonic() - saved_at >= checkpoint_secs:
             save(epoch)
 
+    def due(epoch: int) -> bool:
+        return epoch == epochs or (epoch - start if epoch < 0 else epoch) % every == 0
+
     stop = _StopAtEpochEnd()
     try:
-        if last < 0:
-            measure(0, None)
-            last = 0
+        if last is None:
+            measure(start, None)
+            last = start
         bar = tqdm(range(last + 1, epochs + 1), desc=rd.path.name, unit="epoch",
-                   initial=last, total=epochs, disable=not progress, file=sys.stderr)
+                   initial=last - start, total=epochs - start, disable=not progress, file=sys.stderr)
         with stop:
             for epoch in bar:
-                train_loss = train_epoch(run)
-                if epoch % every == 0 or epoch == epochs:
+                train_loss = train_epoch(run, prefit=epoch <= 0)  # epochs -K+1..0 end the prefit's K epochs
+                if due(epoch):
                     measure(epoch, train_loss)
-                    top = plane.history[-1] if plane.history else None  # the last counted measurement
+                    top = plane.history[-1] if plane is not None and plane.history else None
                     mi = dict(i_xt=f"{top.i_xt:.2f}", i_ty=f"{top.i_ty:.3f}") if top else {}
                     bar.set_postfix(acc=f"{metrics['test_acc']:.3f}", **mi, refresh=False)
                 if stop.requested and epoch < epochs:
@@ -90,22 +105,82 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
                     print(f"interrupted: checkpoint of epoch {epoch} saved in {rd.checkpoint_path}; continue "
                           f"with: ib-brevitas train --resume --run-dir {rd.path}", file=sys.stderr)
                     return 130
-        verdicts = plane.finish_phases()
+        verdicts = plane.finish_phases() if plane is not None else {}
+        if plane is not None:
+            plane.close()  # every exact record in mi.jsonl before the binned ones join it
+        binned = finish_binning(rd, run, writer if start == 0 else None)
     finally:
         try:
-            plane.close()  # whatever was measured before a crash is recorded
+            if plane is not None:
+                plane.close()  # whatever was measured before a crash is recorded
         finally:
             writer.close()
 
     records = rd.read_records()
-    text = "\n".join([summary_table(records), format_verdicts(verdicts)])
-    rd.write_summary({"layers": [{"layer": name, **v.to_dict()} for name, v in verdicts.items()],
-                      "final_metrics": metrics}, text)
+    data, text = run_summary_text(records, verdicts, binned, config.get("phase_thresholds", {}))
+    rd.write_summary({**data, "final_metrics": metrics}, text)
     print(text)
     if metrics:
         print(f"final: train acc {metrics['train_acc']:.4f}, test acc {metrics['test_acc']:.4f}")
     print(f"run directory: {rd.path}")
     return 0
+
+
+def finish_binning(rd: RunDir, run: Any, writer: Any) -> list[LayerMI]:
+    """The binned records of the whole run, from its snapshots (global bounds over all of them), into mi.jsonl.
+
+    mi.jsonl is rewritten atomically as its exact records followed by these, so
+    a finished run resumed again writes the same file.
+    """
+    if run.binned is None:
+        return []
+    from ib_brevitas.binned import measure_snapshots
+    from ib_brevitas.files import write_jsonl
+
+    binned = measure_snapshots(run.binned, rd.read_snapshots())
+    exact = [r for r in rd.read_records() if r.exact]
+    write_jsonl(rd.records_path, [r.to_dict() for r in exact + binned])
+    if writer is not None:
+        from ib_brevitas.tensorboard.summary import TensorBoardSink
+
+        sink = TensorBoardSink(writer=writer)
+        for group in _by(binned, lambda r: (r.estimator, r.epoch)).values():
+            sink.write(group)
+    return binned
+
+
+def _by(records: list[LayerMI], key: Any) -> dict[Any, list[LayerMI]]:
+    out: dict[Any, list[LayerMI]] = {}
+    for r in records:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+def estimator_verdicts(records: list[LayerMI], thresholds: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per binning estimator, per layer: the offline detector's verdict on that estimator's series alone."""
+    from ib_brevitas.phases import detect
+
+    out: dict[str, dict[str, Any]] = {}
+    for label, rs in _by([r for r in records if not r.exact], lambda r: r.estimator).items():
+        layers = _by(sorted(rs, key=lambda r: (r.layer_index, r.epoch)), lambda r: r.layer)
+        out[label] = {name: detect([r.epoch for r in ls], [r.i_xt for r in ls], [r.i_ty for r in ls], layer=name,
+                                   n_samples=ls[0].n_samples, **thresholds) for name, ls in layers.items()}
+    return out
+
+
+def run_summary_text(records: list[LayerMI], verdicts: dict[str, Any], binned: list[LayerMI],
+                     thresholds: dict[str, float]) -> tuple[dict[str, Any], str]:
+    """summary.json's verdicts (exact under "layers", binned per estimator under "binned") and summary.txt."""
+    exact = [r for r in records if r.exact]
+    parts = [summary_table(exact), format_verdicts(verdicts)] if exact else []
+    by_estimator = estimator_verdicts(binned, thresholds)
+    for label, vs in by_estimator.items():
+        parts += [f"\nbinned, {label} (an estimate, not exact MI):",
+                  summary_table([r for r in binned if r.estimator == label]), format_verdicts(vs)]
+    data = {"layers": [{"layer": name, **v.to_dict()} for name, v in verdicts.items()],
+            "binned": {label: [{"layer": name, **v.to_dict()} for name, v in vs.items()]
+                       for label, vs in by_estimator.items()}}
+    return data, "\n".join(parts)
 
 
 class _StopAtEpochEnd:
@@ -133,16 +208,19 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _resume_point(rd: RunDir, run: Any) -> int:
-    """Load the checkpoint into `run`; -1 (start afresh) when there is none."""
+def _resume_point(rd: RunDir, run: Any) -> int | None:
+    """Load the checkpoint into `run`; its epoch, or None (start afresh) when there is none."""
     state = rd.load_checkpoint()
     if state is None:  # killed before its first checkpoint: training is deterministic, start again
-        rd.truncate_records(-1)
+        rd.truncate_records(run.first_epoch - 1)
         rd.write_events([])
-        return -1
+        rd.truncate_snapshots(run.first_epoch - 1)
+        return None
     if "plane" not in state:  # a checkpoint of ib-brevitas 0.1: the records come from mi.jsonl
         _adopt_records(rd, run, int(state["epoch"]))
-    return restore(run, state)
+    last = restore(run, state)
+    rd.truncate_snapshots(last)
+    return last
 
 
 def _adopt_records(rd: RunDir, run: Any, last: int) -> None:
@@ -166,7 +244,7 @@ def _adopt_records(rd: RunDir, run: Any, last: int) -> None:
 
 
 def summary_table(records: list[LayerMI]) -> str:
-    """Per layer: I(X;T) and I(T;Y) at the first measurement, their maxima, and the last."""
+    """Per layer: I(X;T) and I(T;Y) at the first measurement, their maxima, and the last (one estimator's records)."""
     by_layer: dict[str, list[LayerMI]] = {}
     for r in sorted(records, key=lambda r: (r.layer_index, r.epoch)):
         by_layer.setdefault(r.layer, []).append(r)

@@ -1,10 +1,14 @@
-"""One run of the paper's SYN protocol in memory: data, model, optimizer, engine; epochs; checkpoints.
+"""One run of the paper's protocol in memory: data, model, optimizer, engine; epochs; checkpoints.
 
 `build_run(config)` seeds everything from the config (so a run is a function of
-it), `train_epoch` is one epoch of minibatch Adam, `evaluate` the loss and
+it): the SYN net on the SYN set, or an MNIST net (`config["net"]`) on an image
+set (`config["dataset"]`); `train_epoch` is one epoch of minibatch Adam (on the
+permuted labels during a random-label prefit), `evaluate` the loss and
 accuracy on both splits, `checkpoint_state` / `restore` what `--resume` needs
 (model, Brevitas' step counters, optimizer, shuffle generator, global RNGs and
-the monitor's state).
+the monitor's state). A float net (bits 32) has no exact monitor (`plane` is
+None); `binned` is its `BinnedPlane`, or a quantized net's when the config
+names binning estimators.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ import torch
 
 from ib_brevitas.experiments.data import stratified_split, syn_dataset
 from ib_brevitas.experiments.fastpath import SynFastPath, adam_step, check_against_brevitas
-from ib_brevitas.experiments.models import syn_loss, syn_mlp
+from ib_brevitas.experiments.models import FLOAT_BITS, PaperMLP, build_net, syn_loss, syn_mlp
 from ib_brevitas.experiments.train_args import ENGINES
 from ib_brevitas.monitor import InformationPlane
 from ib_brevitas.state import counters_state, load_counters_state, observation
 
-
+RUN_ENGINES = (*ENGINES, "torch")  # "torch": a float net's plain loop (the same code as "brevitas")
 
 @dataclass
 class Run:
@@ -37,13 +41,43 @@ class Run:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    plane: InformationPlane
+    plane: InformationPlane | None  # None for a float net: no integer codes
     shuffle: torch.Generator
     fast: SynFastPath | None = None
+    binned: Any = None  # ib_brevitas.binned.BinnedPlane when the config names estimators
+    y_prefit: torch.Tensor | None = None  # the training labels permuted once, for --prefit-random
 
     @property
     def steps_per_epoch(self) -> int:
         return -(-self.x_train.shape[0] // self.config["batch_size"])
+
+    @property
+    def first_epoch(self) -> int:
+        """-K with a K-epoch random-label prefit (its epochs are -K..-1), else 0."""
+        return -int(self.config.get("prefit_random", 0))
+
+
+def load_data(config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, train_idx, test_idx): the run's whole data set (its probe set) and its split.
+
+    A directory with train and test IDX files trains on the train files (the
+    first rows) and tests on the others; one set alone, SYN and digits are
+    split stratified by `test_fraction` with the seed.
+    """
+    dataset = config.get("dataset", "syn")
+    if dataset == "syn":
+        x, y = syn_dataset()
+    else:
+        from ib_brevitas.experiments.data import FASHION_MNIST_DIR, idx_split_sizes, image_set
+
+        x, y = image_set(dataset, config.get("data_dir"))
+        if dataset != "digits":
+            sizes = idx_split_sizes(config.get("data_dir") or FASHION_MNIST_DIR)
+            if "train" in sizes and "test" in sizes:
+                n = sizes["train"]
+                return x, y, np.arange(n), np.arange(n, x.shape[0])
+    train_idx, test_idx = stratified_split(y, config["test_fraction"], seed=config["seed"])
+    return x, y, train_idx, test_idx
 
 
 def build_run(config: dict) -> Run:
@@ -56,16 +90,20 @@ def build_run(config: dict) -> Run:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    x, y = syn_dataset()
-    train_idx, test_idx = stratified_split(y, config["test_fraction"], seed=seed)
+    x, y, train_idx, test_idx = load_data(config)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y)
-    model = syn_mlp(config["activation"], config["bits"])
+    net = config.get("net", "syn")
+    model = syn_mlp(config["activation"], config["bits"]) if net == "syn" else build_net(
+        net, config["activation"], config["bits"])
     # foreach: the same kernels as the default per-tensor loop (bit-identical), fewer calls
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], foreach=True)
     shuffle = torch.Generator().manual_seed(seed)
     engine = config.get("engine", "fast")
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine not in RUN_ENGINES:
+        raise ValueError(f"engine must be one of {RUN_ENGINES}, got {engine!r}")
+    if engine == "fast" and not (isinstance(model, PaperMLP) and model.quantized):
+        raise ValueError(f"the fast engine trains quantized MLPs only, not {net} at {config['bits']} bits; "
+                         "use engine 'brevitas' (or 'torch' for a float net)")
     fast = None
     if engine == "fast":
         try:
@@ -74,18 +112,32 @@ def build_run(config: dict) -> Run:
         except RuntimeError as e:  # e.g. another torch/Brevitas: stay exact, train through Brevitas
             warnings.warn(f"{e}. Training through the Brevitas modules instead (same results, slower).")
     # The fast path's codes are the monitor's too, checked by it against its hooked Brevitas pass.
-    plane = InformationPlane(model, xt, yt, batch_size=len(xt), codes_fn=None if fast is None else fast.codes)
-    return Run(config, model, optimizer, xt[train_idx], yt[train_idx], xt[test_idx], yt[test_idx], plane, shuffle,
-               fast=fast)
+    plane = None
+    if config["bits"] != FLOAT_BITS:
+        plane = InformationPlane(model, xt, yt, batch_size=len(xt) if net == "syn" else None,
+                                 codes_fn=None if fast is None else fast.codes)
+    binned = None
+    if config.get("estimators"):
+        from ib_brevitas.binned import BinnedPlane
+
+        binned = BinnedPlane(model, xt, yt, estimators=config["estimators"])
+    y_train = yt[train_idx]
+    y_prefit = None
+    if config.get("prefit_random", 0) > 0:  # its own generator: the run's other random streams stay as they are
+        y_prefit = y_train[torch.from_numpy(np.random.default_rng(seed).permutation(len(y_train)))]
+    return Run(config, model, optimizer, xt[train_idx], y_train, xt[test_idx], yt[test_idx], plane, shuffle,
+               fast=fast, binned=binned, y_prefit=y_prefit)
 
 
-def train_epoch(run: Run) -> float:
-    """One epoch of minibatch Adam; returns the mean training loss."""
+def train_epoch(run: Run, prefit: bool = False) -> float:
+    """One epoch of minibatch Adam (on the permuted labels if `prefit`); returns the mean training loss."""
     n = run.x_train.shape[0]
     order = torch.randperm(n, generator=run.shuffle)
     batch, fast = run.config["batch_size"], run.fast
+    if prefit and run.y_prefit is None:
+        raise ValueError("this run has no random-label prefit (config prefit_random is 0)")
     # One gather per epoch; the batches are row slices of it (same values as x[idx]).
-    x, y = run.x_train[order], run.y_train[order]
+    x, y = run.x_train[order], (run.y_prefit if prefit else run.y_train)[order]
     if fast is None:
         run.model.train()
     total = 0.0
@@ -123,7 +175,7 @@ def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "optimizer": run.optimizer.state_dict(),
         "shuffle": run.shuffle.get_state(),
         "rng": (torch.get_rng_state(), np.random.get_state(), random.getstate()),
-        "plane": run.plane.state_dict(),
+        "plane": None if run.plane is None else run.plane.state_dict(),
         "config": run.config,
     }
 
@@ -138,6 +190,6 @@ def restore(run: Run, state: dict[str, Any]) -> int:
     torch.set_rng_state(torch_rng)
     np.random.set_state(np_rng)
     random.setstate(py_rng)
-    if "plane" in state:
+    if state.get("plane") is not None:
         run.plane.load_state_dict(state["plane"])
     return int(state["epoch"])
