@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -343,6 +344,8 @@ def test_frontend_is_served_and_tab_enabled(client):
     assert listing["enabled"] and listing["tab_name"] == "Information Plane"
     assert listing["loading_mechanism"] == {"type": "IFRAME", "module_path": ROUTE + "index.js"}
     static = os.path.join(os.path.dirname(wire.__file__), "static")
+    modules = {n for n in os.listdir(static) if n.endswith(".js") and n != "index.js"}
+    assert set(re.findall(r'"\./static/([a-z]+\.js)"', js.data.decode())) == modules  # fetched at once
     for name in sorted(os.listdir(static)):
         r = client.get(ROUTE + "static/" + name)
         assert r.status_code == 200 and r.data == open(os.path.join(static, name), "rb").read()
