@@ -31,7 +31,7 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
     run = build_run(config)
     epochs, every, start = config["epochs"], config["mi_every"], run.first_epoch
     last = _resume_point(rd, run) if resume else None
-    if last is None and not resume:
+    if not resume:  # a run killed before its first checkpoint may have left snapshots
         rd.truncate_snapshots(start - 1)
     rd.write_config(config)  # after the resume checks: it never names a length the records contradict
     rd.truncate_metrics(start - 1 if last is None else last)
