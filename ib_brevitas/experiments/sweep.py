@@ -160,7 +160,7 @@ def _ray(tasks, **kwargs) -> Outcome:
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise UsageError("--engine ray needs Ray: pip install 'ib-brevitas[ray]'") from None
+        raise UsageError("--engine ray needs Ray: pip install ray") from None
     return run_ray(tasks, **kwargs)
 
 

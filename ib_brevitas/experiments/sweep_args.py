@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("engine")
     e.add_argument("--engine", default="local", metavar="ENGINE",
                    help="'local' (default): worker processes on this machine; 'ray': Ray tasks on a cluster "
-                        "(pip install 'ib-brevitas[ray]')")
+                        "(pip install ray)")
     e.add_argument("--address", default=None,
                    help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray instance")
     e.add_argument("--workers", type=int, default=None,
