@@ -72,6 +72,8 @@ class SeedBatch(SeedState):
     lr, betas, eps: torch.optim.Adam's (no weight decay); batch_size: the minibatch.
     verify_every: epochs between two run-time re-checks of a sample of
         `verify_seeds` seeds (rotating, so every seed is covered); 0: never.
+    The checks compare under the current torch thread count: train with the
+    one the single runs use (1, as `ib-brevitas train`).
     """
 
     def __init__(self, models: Sequence[PaperMLP], lr: float, batch_size: int = 256,
