@@ -398,7 +398,7 @@ def test_recovery_retracts_and_finish_reconciles():
     assert tracker.verdicts()["T1"].compression is False
     last = tracker.finish()
     assert [ev.kind for ev in last] == [COMPRESSION_RETRACTED]
-    assert last[0].detail["reason"] == "final_verdict_no_drop"
+    assert last[0].detail["reason"] == "final_verdict_recovered"  # fell by 0.12, back within 0.1 of the peak
 
 
 def test_transient_then_rebound_then_compression():

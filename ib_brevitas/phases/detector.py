@@ -172,7 +172,10 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
     reach = int(np.argmax(sx[: imax + 1] >= peak - eps_peak))
     falls = zigzag(sx.tolist(), thr, int(th.min_sustain))
     knees = [_knee(e, sx, *f[:3], sig_sx, thr, th) for f in falls]
-    # an open fall lasts to the end: its depth so far is top - final, as the verdict's drop
+    # an open fall lasts to the end: its depth so far is top - final, as the verdict's drop;
+    # one that is back within the threshold of its top by then counts as recovered at its trough
+    if falls and not falls[-1][3] and sx[-1] > sx[falls[-1][1]] - thr:
+        falls[-1] = (*falls[-1][:3], True)
     ends = [lo if rec else n - 1 for _, _, lo, rec in falls]
     episodes = tuple(
         Episode(epoch_value(e[k]), epoch_value(e[end]), float(sx[top]), float(sx[end]), float(sx[top] - sx[end]), rec)
