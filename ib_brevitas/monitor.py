@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import math
-import numbers
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
@@ -37,10 +36,10 @@ import torch
 
 from ib_brevitas import distributed, probe
 from ib_brevitas.codes import PackedCodes
-from ib_brevitas.functional import as_code_rows, information_plane_point, unique_rows
+from ib_brevitas.functional import information_plane_point, unique_rows
 from ib_brevitas.layers import select_layers
 from ib_brevitas.records import LayerMI, record_from_dict
-from ib_brevitas.sinks import JsonlSink, PhaseSink, Sink, as_sink, close_sink
+from ib_brevitas.sinks import JsonlSink, PhaseSink, Sink, as_sink, close_sink, tensorboard_sink
 
 __all__ = ["InformationPlane", "JsonlSink"]
 
@@ -51,40 +50,6 @@ _MAX_PENDING = 2
 # measured layers (x 8 for Brevitas' temporaries) under this many bytes.
 PROBE_BATCH_BYTES = 256 << 20
 _STATE_VERSION = 1
-
-
-def _as_inputs(inputs: Any) -> torch.Tensor:
-    x = torch.as_tensor(inputs)
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError("the probe set is empty: pass inputs of shape (N, ...) with N >= 1")
-    if not torch.is_floating_point(x):
-        x = x.to(torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError("the probe inputs contain NaN or inf; clean them before measuring")
-    return x
-
-
-def _as_labels(labels: Any, n: int) -> np.ndarray:
-    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if arr.dtype.kind == "f":
-        raise TypeError(
-            f"labels are {arr.dtype}: pass integer class labels (e.g. labels.long()), one per probe sample"
-        )
-    y = as_code_rows(arr, "labels")
-    if y.shape[0] != n:
-        raise ValueError(
-            f"labels have {y.shape[0]} rows but inputs have {n}: pass exactly one label per "
-            "probe sample, in the same order"
-        )
-    return y
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 class InformationPlane:
@@ -121,16 +86,18 @@ class InformationPlane:
     ):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (a Brevitas model), got {type(model).__name__}")
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):  # its forward would run collectives
+            raise TypeError("pass the wrapped model (ddp_model.module), not the DistributedDataParallel wrapper")
         if layers is None or not isinstance(layers, (str, list, tuple)):
             raise TypeError(f"layers must be 'auto' or a list of module names, got {layers!r}")
-        verify_every = _check_int("verify_every", verify_every, 1)
+        verify_every = probe.check_int("verify_every", verify_every, 1)
         if batch_size is not None:
-            batch_size = _check_int("batch_size", batch_size, 1)
+            batch_size = probe.check_int("batch_size", batch_size, 1)
         if codes_fn is not None and not callable(codes_fn):
             raise TypeError("codes_fn must be callable: inputs batch -> {layer name: integer codes}")
         self.model = model
-        self.inputs = _as_inputs(inputs)
-        self.labels = _as_labels(labels, self.inputs.shape[0])
+        self.inputs = probe.as_inputs(inputs)
+        self.labels = probe.as_labels(labels, self.inputs.shape[0])
         if device is None:
             param = next(model.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
@@ -179,20 +146,7 @@ class InformationPlane:
         Writes the scalars `ib/I_XT/<layer>` and `ib/I_TY/<layer>` and the
         information-plane plugin's data, at global step = epoch.
         """
-        self.add_sink(self._tensorboard_sink(writer))
-
-    @staticmethod
-    def _tensorboard_sink(writer: Any):
-        from ib_brevitas.tensorboard.summary import TensorBoardSink
-
-        if not hasattr(writer, "add_summary") and not hasattr(writer, "_get_file_writer"):
-            raise TypeError(
-                f"log_to takes a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}; "
-                "for a directory use SummaryWriter(log_dir) or record_to(run_dir)"
-            )
-        if getattr(writer, "all_writers", True) is None:
-            raise ValueError("log_to: this SummaryWriter is closed; pass an open one")
-        return TensorBoardSink(writer=writer)
+        self.add_sink(tensorboard_sink(writer))
 
     def record_to(self, run_dir: Any, writer: Any = None, phases: bool = True,
                   on_events: Callable[[list[Any]], Any] | None = None, **thresholds: float) -> Any:
@@ -223,7 +177,7 @@ class InformationPlane:
 
             write_jsonl(rd.records_path, [r.to_dict() for r in self.history])
         self.add_sink(JsonlSink(rd.records_path))
-        tb = self._tensorboard_sink(writer) if writer is not None else None
+        tb = tensorboard_sink(writer) if writer is not None else None
         if tb is not None:
             self.add_sink(tb)
         if phases:
@@ -331,8 +285,8 @@ class InformationPlane:
 
     def _check_call(self, epoch: Any, step: Any) -> tuple[int, int | None]:
         self._check_open()
-        epoch = _check_int("epoch", epoch, -(1 << 62))
-        return epoch, None if step is None else _check_int("step", step, 0)
+        epoch = probe.check_int("epoch", epoch, -(1 << 62))
+        return epoch, None if step is None else probe.check_int("step", step, 0)
 
     def _check_open(self) -> None:
         if self._closed:

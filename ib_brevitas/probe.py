@@ -9,13 +9,15 @@ counts: counting is `functional`'s.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping
+import numbers
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from brevitas.quant_tensor import IntQuantTensor
 
 from ib_brevitas.codes import PackedCodes
+from ib_brevitas.functional import as_code_rows
 from ib_brevitas.layers import forward_with_proxy_hooks, quant_proxy
 from ib_brevitas.state import observation
 
@@ -25,6 +27,46 @@ Layout = dict[str, tuple[int, int, bool]]  # name -> (width, bit width, signed)
 # Codes are read from at most this many activation values at a time, so the
 # float temporaries of QuantTensor.int() stay small next to the batch itself.
 _CHUNK_VALUES = 1 << 20
+
+
+# ------------------------------------------------------------ the probe set and arguments, checked
+
+
+def as_inputs(inputs: Any) -> torch.Tensor:
+    x = torch.as_tensor(inputs)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError("the probe set is empty: pass inputs of shape (N, ...) with N >= 1")
+    if not torch.is_floating_point(x):
+        x = x.to(torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError("the probe inputs contain NaN or inf; clean them before measuring")
+    return x
+
+
+def as_labels(labels: Any, n: int) -> np.ndarray:
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.dtype.kind == "f":
+        raise TypeError(
+            f"labels are {arr.dtype}: pass integer class labels (e.g. labels.long()), one per probe sample"
+        )
+    y = as_code_rows(arr, "labels")
+    if y.shape[0] != n:
+        raise ValueError(
+            f"labels have {y.shape[0]} rows but inputs have {n}: pass exactly one label per "
+            "probe sample, in the same order"
+        )
+    return y
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+# ------------------------------------------------------------ the pass
 
 
 def _sample_chunks(out: IntQuantTensor) -> Iterator[IntQuantTensor]:

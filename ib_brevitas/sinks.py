@@ -46,6 +46,20 @@ def close_sink(sink: Sink) -> None:
         close()
 
 
+def tensorboard_sink(writer: Any):
+    """A `TensorBoardSink` on a user's open SummaryWriter (the sink does not close it)."""
+    from ib_brevitas.tensorboard.summary import TensorBoardSink
+
+    if not hasattr(writer, "add_summary") and not hasattr(writer, "_get_file_writer"):
+        raise TypeError(
+            f"log_to takes a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}; "
+            "for a directory use SummaryWriter(log_dir) or record_to(run_dir)"
+        )
+    if getattr(writer, "all_writers", True) is None:
+        raise ValueError("log_to: this SummaryWriter is closed; pass an open one")
+    return TensorBoardSink(writer=writer)
+
+
 class JsonlSink:
     """Append each measurement's records to a JSON-lines file (flushed and fsync'ed)."""
 
