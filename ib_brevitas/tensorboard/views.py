@@ -19,8 +19,6 @@ import numpy as np
 from ib_brevitas.seedmean import group_of, mean_sd
 from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, wire
 
-PLANE_FIELDS = ("epoch", "i_xt", "i_ty")  # what a faint seed needs: ?fields=epoch,i_xt,i_ty
-
 
 def current_data(data: dict[str, list[Any]], layer_tags: list[str]) -> dict[str, list[Any]]:
     """Drop data orphaned by a resumed run; keep the newest value per step, in step order.

@@ -67,10 +67,6 @@ class Columns:
     values: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.layer, self.estimator)
-
-    @property
     def label(self) -> str:
         return series_label(self.index, self.estimator)
 
