@@ -95,8 +95,8 @@ def bench_training(quick: bool) -> None:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from ib_brevitas.monitor import JsonlSink
     from ib_brevitas.experiments.paper_run import train_epoch
+    from ib_brevitas.monitor import JsonlSink
 
     torch.set_num_threads(1)
     epochs = 60 if quick else 400

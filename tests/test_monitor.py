@@ -11,8 +11,8 @@ from brevitas_examples.bnn_pynq.models import model_with_cfg
 
 from ib_brevitas import InformationPlane, find_quant_layers
 from ib_brevitas.experiments.data import digits_as_mnist
-from ib_brevitas.functional import entropy_from_counts
 from ib_brevitas.experiments.paper_run import build_run, train_epoch
+from ib_brevitas.functional import entropy_from_counts
 
 BNN_PYNQ = ["tfc_1w1a", "tfc_2w2a", "sfc_1w1a", "lfc_1w1a", "cnv_1w1a", "cnv_2w2a"]
 N = 37  # no weight tensor has a leading dimension of 37
