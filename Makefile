@@ -43,6 +43,7 @@ finn-env: venv
 	$(VENV)/bin/ib-brevitas finn-setup $(FINN_VENV)
 
 test: venv browser finn-env
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 lint: venv
