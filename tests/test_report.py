@@ -30,6 +30,13 @@ EPOCHS = ALL_EPOCHS[::STRIDE]
 EVERY = 5 * STRIDE
 
 
+def scale(activation: str, index: int, epoch: int) -> float | None:
+    """ReLU layers' scale grows (to 3x at the end for T2), tanh records carry none."""
+    if activation != "relu":
+        return None
+    return 0.01 * (index + 1) * (1 + (index + 1) * epoch / EPOCHS[-1])
+
+
 def _write_run(rd: RunDir, activation: str, seed: int, kinds: list[str], rng) -> None:
     rd.create()
     config = {"net": "syn", "dataset": "syn", "activation": activation, "bits": 8, "epochs": int(EPOCHS[-1]),
@@ -39,7 +46,7 @@ def _write_run(rd: RunDir, activation: str, seed: int, kinds: list[str], rng) ->
     curves = [(x[::STRIDE], y[::STRIDE]) for x, y, _ in (family(kind, rng, sigma=0.02) for kind in kinds)]
     records = [LayerMI(layer=f"T{i + 1}", epoch=int(e), step=None, i_xt=float(min(x[j], LOG2_N)), i_ty=float(y[j]),
                        h_t=float(min(x[j], LOG2_N)), n_distinct=1, n_samples=4096, bit_width=8, width=4,
-                       layer_index=i, h_y=1.0)
+                       layer_index=i, h_y=1.0, scale=scale(activation, i, int(e)))
                for j, e in enumerate(EPOCHS) for i, (x, y) in enumerate(curves)]
     rd.append_records(records)
     tracker = PhaseTracker.from_records(records)  # what the monitor writes live, replayed
@@ -82,7 +89,8 @@ def _tables(page: str) -> dict[str, dict[str, list[str]]]:
     out = {}
     for section in page.split("\n## ")[1:]:
         name = section.split("\n", 1)[0].strip()
-        rows = [line.strip("|").split(" | ") for line in section.splitlines() if re.match(r"\| T\d ", line)]
+        table = section.split("Verdicts per layer:\n\n")[1].split("\n\n")[0] if "Verdicts per layer:" in section else ""
+        rows = [line.strip("|").split(" | ") for line in table.splitlines() if re.match(r"\| T\d ", line)]
         out[name] = {r[0].strip(): [c.strip() for c in r] for r in rows}
     return out
 
@@ -144,6 +152,13 @@ def test_seed_figure_mean_is_the_mean_over_seeds(sweep):
     np.testing.assert_allclose(line.get_xdata(), x, rtol=0, atol=1e-12)
     scatters = [c for ax in fig.axes for c in ax.collections if c.get_gid() == "seeds:T3"]
     assert len(scatters) == len(SEEDS)
+
+
+def test_quantizer_scale_table(report):
+    page = (report / "report.md").read_text()
+    tanh, relu = page.split("## syn-relu-8b")
+    assert "Quantizer scale" not in tanh  # no scale recorded
+    assert "| T1 | 0.01 | 0.02 | 2.00x | 6 |" in relu and "| T2 | 0.02 | 0.06 | 3.00x | 6 |" in relu
 
 
 def test_run_time_and_rate_from_the_manifest(report):

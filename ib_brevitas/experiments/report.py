@@ -112,6 +112,10 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
         warnings.simplefilter("ignore", RuntimeWarning)  # runs of one configuration at different lengths
         summary = summarize_runs(paths, events=False, **(fixed.get("phase_thresholds") or {}))
     lines += ["Verdicts per layer:", "", verdict_table(summary), "", VERDICT_NOTES, ""]
+    scales = scale_table(runs)
+    if scales:
+        lines += ["Quantizer scale of each layer's output (the code's step; a growing ReLU range makes each code "
+                  "cover more of the activation), median over seeds:", "", scales, ""]
     acc = accuracy_series(runs, [d.read_metrics() for d in measured])
     if acc is not None:
         save(accuracy_figure(acc, cname, len(runs)), figures / f"{cname}-accuracy", dpi=dpi)
@@ -120,6 +124,30 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
                   f"{acc.i_xt[-1]:.4f} \u00b1 {acc.sd_xt[-1]:.4f}, test {acc.i_ty[-1]:.4f} \u00b1 {acc.sd_ty[-1]:.4f}.",
                   ""]
     return lines, summary
+
+
+def scale_table(runs: list[Any]) -> str | None:
+    """Markdown: per layer the median over seeds of the quantizer scale at the first and last measurement."""
+    import numpy as np
+
+    per: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    for run in runs:
+        by: dict[str, list] = {}
+        for r in run.records:
+            if r.estimator == "exact" and r.scale is not None:
+                by.setdefault(r.layer, []).append(r)
+        for layer, rs in by.items():
+            rs.sort(key=lambda r: r.epoch)
+            per.setdefault((rs[0].layer_index, layer), []).append((rs[0].scale, rs[-1].scale))
+    if not per:
+        return None
+    rows = []
+    for (index, layer), pairs in sorted(per.items()):
+        first, last = (np.array(v, dtype=float) for v in zip(*pairs))
+        ratio = np.divide(last, first, out=np.full_like(last, np.nan), where=first > 0)
+        rows.append([f"T{index + 1}", f"{np.median(first):.4g}", f"{np.median(last):.4g}",
+                     f"{np.nanmedian(ratio):.2f}x" if np.isfinite(ratio).any() else "-", str(len(pairs))])
+    return format_table(["layer", "scale at start", "at end", "end / start", "seeds"], rows, markdown=True)
 
 
 def overview(summaries: dict[str, Any]) -> list[str]:
