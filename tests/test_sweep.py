@@ -209,3 +209,14 @@ def test_ray_engine_on_a_local_cluster(small_sweep, tmp_path):
     assert {n: _rows(d / n) for n in NAMES} == {n: _rows(small_sweep / n) for n in NAMES}
     s = json.loads((d / "sweep.json").read_text())["sessions"][-1]
     assert s["engine"] == "ray" and s["trained"] == 4
+
+
+def test_tasks_take_turns_across_configurations():
+    from ib_brevitas.experiments.sweep import _tasks
+    from ib_brevitas.experiments.sweep_plan import Job
+
+    jobs = [Job(f"{c}-s{s}", c, {}) for c in ("a", "b") for s in range(3)]
+    dirs = {j.name: RunDir(f"/x/{j.name}") for j in jobs}
+    names = lambda tasks: [[Path(p).name for p, _ in t] for t in tasks]  # noqa: E731
+    assert names(_tasks(jobs, dirs, 1, 1)) == [["a-s0"], ["b-s0"], ["a-s1"], ["b-s1"], ["a-s2"], ["b-s2"]]
+    assert names(_tasks(jobs, dirs, None, 2)) == [["a-s0", "a-s1"], ["b-s0", "b-s1"], ["a-s2"], ["b-s2"]]

@@ -14,6 +14,7 @@ a worker that dies is replaced and its task resumed. See docs/sweeps.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -165,15 +166,18 @@ def _ray(tasks, **kwargs) -> Outcome:
 
 
 def _tasks(todo: list[Job], dirs: dict[str, RunDir], per_task: int | None, workers: int) -> list:
-    """Seeds of one configuration, in chunks: `per_task`, else each configuration spread over the workers."""
+    """Seeds of one configuration, in chunks: `per_task`, else each configuration spread over the workers.
+
+    The configurations take turns in the queue, so a sweep stopped early has measured all of them.
+    """
     by_config: dict[str, list[Job]] = {}
     for j in todo:
         by_config.setdefault(j.configuration, []).append(j)
-    tasks = []
+    chunks = []
     for js in by_config.values():
         size = per_task or max(1, math.ceil(len(js) / workers))
-        tasks += [[(str(dirs[j.name].path), j.config) for j in js[i:i + size]] for i in range(0, len(js), size)]
-    return tasks
+        chunks.append([[(str(dirs[j.name].path), j.config) for j in js[i:i + size]] for i in range(0, len(js), size)])
+    return [task for turn in itertools.zip_longest(*chunks) for task in turn if task is not None]
 
 
 def summary_text(manifest: dict[str, Any], jobs: list[Job], dirs: dict[str, RunDir], wall: float,
