@@ -277,6 +277,12 @@ def _real_runs_through_cli(tmp_path, capsys, epochs, every, seeds):
             assert replay[: len(live)] == live
             # the rest can only be what PhaseTracker.finish() adds at the end of the run
             assert all(e["detected_epoch"] == epochs and not e["provisional"] for e in replay[len(live):])
+            # the final events are the final verdicts' fitting ends and onsets
+            for layer, v in run["verdicts"].items():
+                final = [(e["kind"], e["epoch"]) for e in replay if e["layer"] == layer and not e["provisional"]
+                         and e["kind"] != "compression_retracted"]
+                assert final == ([("fitting_ended", v["fit_end_epoch"])] if v["fitting"] else []) + (
+                    [("compression_confirmed", v["onset_epoch"])] if v["compression"] else [])
         results[act] = data
     return results
 
