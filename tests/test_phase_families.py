@@ -123,6 +123,7 @@ def test_tracker_bounded_events_and_final_events_equal_detect(rel_noise):
                 tracker.update([r])
             live = list(tracker.events)
             final = tracker.finish()
+            assert tracker.finish() == []  # once per series: no duplicate final events
             assert all(e.provisional for e in live) and not any(e.provisional for e in final)
             assert len(live) <= LIVE_BOUND and len(final) <= FINAL_BOUND, (kind, [e.kind for e in live])
             v = detect(EPOCHS, x, y, n_samples=N_SAMPLES)

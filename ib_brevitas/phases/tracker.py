@@ -46,6 +46,7 @@ class _Layer:
         self.entry_threshold = 0.0  # the threshold when compression started (fixes the release level)
         self.fit_reported = False
         self.streak = 0  # measurements in a row the pending state change has held
+        self.finished_n = 0  # measurements seen at the last finish(): no new final events without new data
 
     def append(self, epoch: float, i_xt: float, i_ty: float) -> None:
         if self.n == self.buf.shape[1]:
@@ -70,7 +71,7 @@ class _Layer:
         return {"index": self.index, "n_samples": self.n_samples, "epochs": self.buf[0, : self.n].tolist(),
                 "i_xt": self.buf[1, : self.n].tolist(), "i_ty": self.buf[2, : self.n].tolist(),
                 "state": self.state, "entry_threshold": self.entry_threshold,
-                "fit_reported": self.fit_reported, "streak": self.streak}
+                "fit_reported": self.fit_reported, "streak": self.streak, "finished_n": self.finished_n}
 
 
 class PhaseTracker:
@@ -133,6 +134,7 @@ class PhaseTracker:
                     raise ValueError(f"layer {name!r} has event state {d['state']!r}")
                 s.state, s.entry_threshold = d["state"], float(d["entry_threshold"])
                 s.fit_reported, s.streak = bool(d["fit_reported"]), int(d["streak"])
+                s.finished_n = int(d.get("finished_n", 0))
             fresh.events = [PhaseEvent.from_dict(e) for e in state["events"]]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a valid PhaseTracker state ({type(e).__name__}: {e}); "
@@ -184,10 +186,16 @@ class PhaseTracker:
         return {name: self._analyse(name).verdict for name in self.layers}
 
     def finish(self) -> list[PhaseEvent]:
-        """End of training: retract what the final verdicts do not hold, then add the final events."""
+        """End of training: retract what the final verdicts do not hold, then add the final events.
+
+        Calling it again without new measurements adds nothing.
+        """
         new: list[PhaseEvent] = []
         for name in self.layers:
             s = self._layers[name]
+            if s.finished_n == s.n:
+                continue
+            s.finished_n = s.n
             a = self._analyse(name)
             if s.state != "none" and a.verdict.compression is not True:
                 s.state = "none"
