@@ -543,11 +543,19 @@ def test_poisoned_run_warns_and_others_keep_updating(page, training):
 
 
 def test_new_measurements_appear_without_reload(page, training):
+    """New epochs of one run: its panel is redrawn, the panels of unchanged runs are kept as they are."""
     logdir, runs = training
+    mark = """() => { for (const p of document.querySelectorAll('.ip-panel')) p.ibMark = p.dataset.run || p.dataset.group; }"""
+    marked = """() => Object.fromEntries([...document.querySelectorAll('.ip-panel')].map(
+        (p) => [p.dataset.run || p.dataset.group, p.ibMark === (p.dataset.run || p.dataset.group)]))"""
+    frame(page).evaluate(mark)
     runs[RUNS[0]].train(2)
     expected = sorted([RUNS[0], layer, len(recs)] for layer, recs in mi_jsonl(logdir, RUNS[0]).items())
     wait(lambda: sorted(s for s in (drawn(page, group="tiny-relu") or {}).get("seeds", []) if s[0] == RUNS[0]) == expected,
          30, "the dashboard to poll")
+    kept = frame(page).evaluate(marked)
+    assert kept["tiny-relu"] is False  # redrawn with the new epochs
+    assert kept["coincident"] and kept["old-format"]  # untouched
     test_default_view_groups_seeds(page, training)
 
 

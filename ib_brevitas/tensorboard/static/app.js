@@ -34,7 +34,8 @@ const state = {
   data: new Map(),       // run -> {version, full, points, phases, hardware, error}
   means: new Map(),      // JSON.stringify(runs) -> {version, body, error}
   renders: 0,
-  charts: [],
+  charts: [],            // redraw callbacks of every chart on screen
+  panels: new Map(),     // panel key -> {sig, node, models, charts}: reused while unchanged
 };
 let ui = null;
 
@@ -195,7 +196,7 @@ function section(attrs, title, subtitle) {
   return s;
 }
 
-function runPanel(run, group, models) {
+function runPanel(run, group, { models, charts }) {
   const d = state.data.get(run) || { error: "loading\u2026" };
   const series = seriesOf(d.points);
   const s = section({ "data-run": run, "data-group": group }, run, describe(series));
@@ -209,14 +210,14 @@ function runPanel(run, group, models) {
   models.set(model, models.get(model) || { key: model, caption: group, series, shown: [] });
   models.get(model).shown.push(...series);
   const view = { series, bounds: d.points.bounds, mean: false, title: run, events: (d.phases && d.phases.events) || [],
-    opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts: state.charts };
+    opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts };
   s.append(drawPlane(view), drawEpochs(view));
   const hw = drawHardware(d.hardware);
   if (hw) s.appendChild(hw);
   return s;
 }
 
-function groupPanel(group, runs, models) {
+function groupPanel(group, runs, { models, charts }) {
   const m = state.means.get(JSON.stringify(runs)) || { error: "loading\u2026" };
   const series = seriesOf(m.body);
   const names = runs.length > 4 ? `${runs.slice(0, 3).join(", ")} \u2026 ${runs[runs.length - 1]}` : runs.join(", ");
@@ -234,7 +235,7 @@ function groupPanel(group, runs, models) {
   models.set(model, models.get(model) || { key: model, caption: group, series, shown: [] });
   models.get(model).shown.push(...series);
   const view = { series, seeds, bounds: m.body.bounds, mean: true, title: group, events: [],
-    opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts: state.charts };
+    opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts };
   s.append(drawPlane(view), drawEpochs(view));
   return s;
 }
@@ -268,11 +269,34 @@ function redrawCharts() {
   for (const draw of state.charts) draw();
 }
 
+// What a panel was drawn from: the same signature, the same panel (a poll that
+// changed one run redraws only the panels that show it).
+function signature(p) {
+  const members = p.kind === "run" ? [p.run] : p.runs;
+  const d = members.map((r) => { const x = state.data.get(r); return x ? [x.version, x.error] : null; });
+  const m = p.kind === "group" ? state.means.get(JSON.stringify(p.runs)) : null;
+  return JSON.stringify([p.kind, members, d, m ? [m.version, m.error] : null, state.spread, state.logEpoch,
+    document.documentElement.classList.contains("ip-dark")]);
+}
+
+function buildPanel(p) {
+  const key = `${p.kind}\u0000${p.kind === "run" ? p.run : p.group}`;
+  const sig = signature(p);
+  const hit = state.panels.get(key);
+  if (hit && hit.sig === sig) return { ...hit, fresh: false };
+  const ctx = { models: new Map(), charts: [] };
+  const node = p.kind === "run" ? runPanel(p.run, p.group, ctx) : groupPanel(p.group, p.runs, ctx);
+  const entry = { sig, node, models: ctx.models, charts: ctx.charts };
+  state.panels.set(key, entry);
+  return { ...entry, fresh: true };
+}
+
 function drawAll() {
   const t0 = performance.now();
   hideTip();
   state.charts = [];
   const panels = [];
+  const fresh = [];
   const models = new Map();
   if (!state.runs.length) {
     const msg = el("div", { class: "ip-empty" });
@@ -282,7 +306,20 @@ function drawAll() {
     );
     panels.push(msg);
   } else {
-    for (const p of panelPlan()) panels.push(p.kind === "run" ? runPanel(p.run, p.group, models) : groupPanel(p.group, p.runs, models));
+    const plan = panelPlan();
+    const keep = new Set();
+    for (const p of plan) {
+      const built = buildPanel(p);
+      keep.add(`${p.kind}\u0000${p.kind === "run" ? p.run : p.group}`);
+      panels.push(built.node);
+      state.charts.push(...built.charts);
+      if (built.fresh) fresh.push(...built.charts);
+      for (const [k, m] of built.models) {
+        if (!models.has(k)) models.set(k, { ...m, shown: [] });
+        models.get(k).shown.push(...m.shown);
+      }
+    }
+    for (const k of [...state.panels.keys()]) if (!keep.has(k)) state.panels.delete(k);
     if (!panels.length) panels.push(el("div", { class: "ip-empty" }, "Select a configuration or run above."));
   }
   ui.panels.replaceChildren(...panels);
@@ -293,7 +330,7 @@ function drawAll() {
     if (on) state.hidden.delete(model + SEP + label); else state.hidden.add(model + SEP + label);
     redrawCharts();
   });
-  redrawCharts();
+  for (const draw of fresh) draw();  // panels kept from the last render are drawn already
   ui.panels.getBoundingClientRect();  // force layout so the timing includes it
   requestAnimationFrame(() => requestAnimationFrame(() => {
     state.renders += 1;
