@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Any, Iterable, Mapping
 
 from ib_brevitas.files import read_jsonl, write_jsonl
@@ -104,7 +105,7 @@ def run_summary(records: Iterable[LayerMI], verdicts: Mapping[str, PhaseVerdict]
                      *(fmt(d["i_ty"][k]) for k in ("start", "peak", "final")),
                      saturation_text(v), v.fitting_text, compression_text(v), fmt(v.onset_epoch),
                      fmt(v.drop_bits), episodes_text(v.episodes) or "-"])
-    text = format_table(head, rows) + f"\n({PEAK_NOTE}. Bits; bounds: I(X;T) <= log2 N"
-    text += "" if any_r is None else f" = {any_r.log2_n:.3f}, I(T;Y) <= H(Y) = {any_r.h_y:.3f}"
-    text += ")"
+    text = format_table(head, rows) + "\n" + textwrap.fill(f"({PEAK_NOTE})", width=100)
+    if any_r is not None:
+        text += f"\n(bits; bounds: I(X;T) <= log2 N = {any_r.log2_n:.3f}, I(T;Y) <= H(Y) = {any_r.h_y:.3f})"
     return {"note": PEAK_NOTE, "bounds": bounds, "layers": layers}, text
