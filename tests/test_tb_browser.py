@@ -499,6 +499,26 @@ def test_log_epoch_axis_toggle(page):
         option.uncheck()
 
 
+def test_spread_can_be_switched_off(page):
+    """The mean view's ellipses and bands are drawn, and gone with the switch (the canvases change)."""
+    f = frame(page)
+    pixels = """() => [...document.querySelectorAll(".ip-panel[data-group='tiny-relu']:not([data-run]) canvas")]
+        .map((c) => c.toDataURL())"""
+    before = f.evaluate(pixels)
+    option = page.frame_locator(FRAME).locator("input[data-option='spread']")
+    n = int(f.evaluate("document.body.dataset.renders"))
+    option.uncheck()
+    f.wait_for_function("(n) => Number(document.body.dataset.renders) > n", arg=n)
+    try:
+        after = f.evaluate(pixels)
+        assert len(after) == 2 and all(a != b for a, b in zip(before, after))
+    finally:
+        n = int(f.evaluate("document.body.dataset.renders"))
+        option.check()
+        f.wait_for_function("(n) => Number(document.body.dataset.renders) > n", arg=n)
+    assert f.evaluate(pixels) == before
+
+
 def test_dark_mode_follows_tensorboard(page):
     f = frame(page)
     light = f.evaluate("() => getComputedStyle(document.body).backgroundColor")
