@@ -216,3 +216,15 @@ def test_mnist_test_set_run(tmp_path):
     assert [m["epoch"] for m in rd.read_metrics()] == [0, 2]
     x, _ = rd.probe_set()
     assert x.shape == (10000, 784)
+
+
+def test_a_damaged_data_file_is_a_one_line_error(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    _write_idx(tmp_path / "data", ("t10k",), rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), rng.integers(0, 10, 20))
+    images = tmp_path / "data" / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])  # the header still announces 20 images
+    assert _main("--run-dir", tmp_path / "run", "--net", "mnist-4x10", "--dataset", "mnist",
+                 "--data-dir", tmp_path / "data", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ib-brevitas train: error: --dataset mnist: ") and "truncated or corrupt" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "config.json").exists()

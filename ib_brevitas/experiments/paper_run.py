@@ -57,6 +57,10 @@ class Run:
         return -int(self.config.get("prefit_random", 0))
 
 
+class DataError(ValueError):
+    """The run's data cannot be read (a missing or damaged file); the message names it."""
+
+
 def load_data(config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x, y, train_idx, test_idx): the run's whole data set (its probe set) and its split.
 
@@ -70,12 +74,14 @@ def load_data(config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     else:
         from ib_brevitas.experiments.data import FASHION_MNIST_DIR, idx_split_sizes, image_set
 
-        x, y = image_set(dataset, config.get("data_dir"))
-        if dataset != "digits":
-            sizes = idx_split_sizes(config.get("data_dir") or FASHION_MNIST_DIR)
-            if "train" in sizes and "test" in sizes:
-                n = sizes["train"]
-                return x, y, np.arange(n), np.arange(n, x.shape[0])
+        try:
+            x, y = image_set(dataset, config.get("data_dir"))
+            sizes = idx_split_sizes(config.get("data_dir") or FASHION_MNIST_DIR) if dataset != "digits" else {}
+        except (OSError, ValueError) as e:  # a file gone or damaged since the arguments were checked
+            raise DataError(f"--dataset {dataset}: {e}") from None
+        if "train" in sizes and "test" in sizes:
+            n = sizes["train"]
+            return x, y, np.arange(n), np.arange(n, x.shape[0])
     train_idx, test_idx = stratified_split(y, config["test_fraction"], seed=config["seed"])
     return x, y, train_idx, test_idx
 

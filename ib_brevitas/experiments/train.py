@@ -197,9 +197,11 @@ def resumed_config(rd: RunDir, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ib_brevitas.experiments.paper_run import DataError  # imports torch: only when training
+
     try:
         return _run(args)
-    except (UsageError, RunDirError) as e:
+    except (UsageError, RunDirError, DataError) as e:
         print(f"ib-brevitas train: error: {e}", file=sys.stderr)
         return 2
 
