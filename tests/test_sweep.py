@@ -74,6 +74,20 @@ def test_rerun_skips_finished_runs(small_sweep, capsys):
     assert "4 finished already" in capsys.readouterr().err
 
 
+def test_more_seeds_grow_the_sweep(small_sweep, tmp_path):
+    """--seeds 0-2 over a 0-1 sweep: the finished runs are kept, only seed 2 is trained."""
+    d = tmp_path / "grow"
+    shutil.copytree(small_sweep, d)
+    kept = {n: (d / n / "mi.jsonl").stat().st_mtime_ns for n in NAMES}
+    assert _sweep(d, *[f if f != "0-1" else "0-2" for f in SMALL]) == 0
+    manifest = json.loads((d / "sweep.json").read_text())
+    assert manifest["seeds"] == [0, 1, 2] and len(manifest["runs"]) == 6
+    assert manifest["sessions"][-1]["skipped"] == 4 and manifest["sessions"][-1]["trained"] == 2
+    assert len(manifest["sessions"]) == len(json.loads((small_sweep / "sweep.json").read_text())["sessions"]) + 1
+    assert {n: (d / n / "mi.jsonl").stat().st_mtime_ns for n in NAMES} == kept
+    assert RunDir(d / "syn-relu-8b-s2").summary_path("json").exists()
+
+
 def test_interrupted_runs_resume_to_the_same_records(small_sweep, tmp_path):
     """A run cut after a checkpoint, one cut before any, one with only config.json: all end as uninterrupted."""
     d = tmp_path / "copy"
@@ -141,10 +155,10 @@ def test_bad_input_is_one_line_before_anything_starts(tmp_path, capsys, flags, m
 
 def test_a_directory_of_another_grid_is_refused(small_sweep, tmp_path, capsys):
     before = (small_sweep / "sweep.json").read_text()
-    flags = [f if f != "0-1" else "0-2" for f in SMALL]
+    flags = [f if f != "0-1" else "1-2" for f in SMALL]
     assert _sweep(small_sweep, *flags) == 2
     err = capsys.readouterr().err.strip()
-    assert "holds a sweep of a different grid (seeds: 0-1 there, 0-2 asked)" in err and "\n" not in err
+    assert "holds a sweep of a different grid (seeds: 0-1 there, 1-2 asked)" in err and "\n" not in err
     assert _sweep(small_sweep, "--activation", "tanh", "--epochs", "6", "--mi-every", "2", "--seeds", "0-1") == 2
     assert "activation: tanh relu there, tanh asked" in capsys.readouterr().err
     assert (small_sweep / "sweep.json").read_text() == before

@@ -93,11 +93,14 @@ def _run(args: argparse.Namespace) -> int:
     check_sweep_dir(sweep_dir, plan)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(sweep_dir / ".lock"):
-        manifest = check_sweep_dir(sweep_dir, plan) or {
+        manifest = {
             "version": VERSION, **plan,
             "configurations": {j.configuration: {k: j.config[k] for k in plan["grid"]} for j in jobs},
             "runs": {j.name: j.configuration for j in jobs}, "sessions": [],
         }
+        old = check_sweep_dir(sweep_dir, plan)
+        if old is not None:  # the same grid, perhaps with more seeds now: its sessions go on
+            manifest["sessions"] = old.get("sessions", [])
         return _sweep(args, sweep_dir, manifest, jobs)
 
 

@@ -115,7 +115,8 @@ def read_manifest(sweep_dir: Path) -> dict[str, Any] | None:
 
 
 def check_sweep_dir(sweep_dir: Path, plan: dict[str, Any]) -> dict[str, Any] | None:
-    """The directory's manifest, if it holds the same grid; refuse one of a different grid or a foreign folder."""
+    """The directory's manifest, if it holds the same grid (or a subset of the seeds asked: the sweep grows);
+    refuse one of a different grid or a foreign folder."""
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise UsageError(f"--sweep-dir {sweep_dir} is a file; pass a directory")
     old = read_manifest(sweep_dir)
@@ -127,6 +128,8 @@ def check_sweep_dir(sweep_dir: Path, plan: dict[str, Any]) -> dict[str, Any] | N
     have = {**(old.get("grid") or {}), "seeds": old.get("seeds"), **(old.get("fixed") or {})}
     want = {**plan["grid"], "seeds": plan["seeds"], **plan["fixed"]}
     diff = [k for k in {**want, **have} if have.get(k) != want.get(k)]
+    if diff == ["seeds"] and set(have["seeds"] or []) <= set(want["seeds"]):
+        return {**old, "seeds": want["seeds"]}  # more seeds of the same grid: the runs there are kept
     if diff:
         k = diff[0]
         raise UsageError(
