@@ -514,3 +514,16 @@ def test_phases_module_imports_nothing_heavy():
     code = "import sys, ib_brevitas.phases; print(sorted(m for m in ('torch', 'brevitas', 'scipy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_displays_mark_a_finished_layers_final_events_only():
+    """A finished run logs live (provisional) and final events; the tab and plot mark each phase once."""
+    from ib_brevitas.phases import shown_events
+    from ib_brevitas.tensorboard.views import phases_body
+
+    live = PhaseEvent("T1", FITTING_ENDED, 30, 3.0, 0.5, 40, provisional=True)
+    final = PhaseEvent("T1", FITTING_ENDED, 35, 3.1, 0.5, 100)
+    running = PhaseEvent("T2", FITTING_ENDED, 20, 2.0, 0.4, 30, provisional=True)
+    assert shown_events([live, running, final]) == [running, final]
+    body = phases_body([[live.to_dict(), running.to_dict()], [final.to_dict()]])
+    assert [(e["layer"], e["epoch"]) for e in body["events"]] == [("T2", 20), ("T1", 35)]

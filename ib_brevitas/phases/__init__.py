@@ -13,7 +13,7 @@ import this package).
 """
 
 from ib_brevitas.phases.detector import detect
-from ib_brevitas.phases.io import format_verdicts, read_events, run_summary, write_events
+from ib_brevitas.phases.io import format_verdicts, read_events, run_summary, shown_events, write_events
 from ib_brevitas.phases.series import hinge_breakpoint, noise_sigma, running_median
 from ib_brevitas.phases.tracker import PhaseTracker, verdict_events
 from ib_brevitas.phases.types import (
@@ -36,5 +36,5 @@ __all__ = [
     "COMPRESSION_CONFIRMED", "COMPRESSION_RETRACTED", "COMPRESSION_STARTED", "EVENT_KINDS", "FITTING_ENDED",
     "PHASES_FILE", "REASONS", "THRESHOLD_NAMES", "Episode", "PhaseEvent", "PhaseTracker", "PhaseVerdict",
     "Thresholds", "detect", "format_verdicts", "hinge_breakpoint", "make_thresholds", "noise_sigma",
-    "read_events", "run_summary", "running_median", "verdict_events", "write_events",
+    "read_events", "run_summary", "running_median", "shown_events", "verdict_events", "write_events",
 ]

@@ -33,6 +33,17 @@ def read_events(path: str | os.PathLike) -> list[PhaseEvent]:
         raise ValueError(f"{path}: not a phase-event log ({e})") from None
 
 
+def shown_events(events: Iterable[PhaseEvent]) -> list[PhaseEvent]:
+    """The events a display marks: a layer's final events once it has any, else its provisional ones.
+
+    A finished run logs both the live (provisional) events and the final ones at the verdict's epochs;
+    marking both would show one phase twice.
+    """
+    events = list(events)
+    final = {e.layer for e in events if not e.provisional}
+    return [e for e in events if not e.provisional or e.layer not in final]
+
+
 def saturation_text(v: PhaseVerdict) -> str:
     """'yes' / 'no' with the share of measurements at log2 N, '-' where N was not known."""
     if v.log2_n is None:

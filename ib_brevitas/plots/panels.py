@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ib_brevitas.phases import shown_events
 from ib_brevitas.records import EXACT, LayerMI
 from ib_brevitas.rundir import RunData, RunDir
 from ib_brevitas.seedmean import group_of, mean_sd
@@ -116,7 +117,7 @@ def panels_for(run_dirs: Sequence[str | Path], mean: bool = False, runs: list[Ru
     """What `plot_runs` draws: one panel per run, or per group of seeds with `mean`."""
     loaded = runs if runs is not None else load_runs(run_dirs)
     if not mean:
-        return [Panel(run.name, _series(run.records), *_bounds(run.records), [e.to_dict() for e in run.events],
+        return [Panel(run.name, _series(run.records), *_bounds(run.records), [e.to_dict() for e in shown_events(run.events)],
                       describe(run.config)) for run in loaded]
     groups: dict[str, list[RunData]] = defaultdict(list)
     for run in loaded:

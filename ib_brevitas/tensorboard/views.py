@@ -159,7 +159,7 @@ def plane_binary(runs: Mapping[str, tuple[str, str, wire.Decoded]]) -> bytes:
 
 def phases_body(batches: Iterable[Any]) -> dict[str, Any]:
     """Phase events (checked as `PhaseEvent`s, each once), sorted by epoch; bad ones skipped and counted."""
-    from ib_brevitas.phases import PhaseEvent
+    from ib_brevitas.phases import PhaseEvent, shown_events
 
     events, seen, skipped = [], set(), 0
     for batch in batches:
@@ -177,7 +177,8 @@ def phases_body(batches: Iterable[Any]) -> dict[str, Any]:
                 continue
             if key not in seen:  # a step's value repeats the events written before at that step
                 seen.add(key)
-                events.append(json.loads(key))
+                events.append(ev)
+    events = [json.loads(json.dumps(e.to_dict(), sort_keys=True, default=str)) for e in shown_events(events)]
     events.sort(key=lambda e: (e["epoch"], e["layer"]))
     return {"events": events, "skipped": skipped}
 
