@@ -322,6 +322,13 @@ def test_a_seed_batch_equals_the_single_runs_of_its_seeds():
         assert losses[1].item() == single.train_epoch(run)
     _assert_same_model(runs.batch.models[1], run.model, "after two epochs")
     assert runs.evaluate()[1] == single.evaluate(run)
+    # a single run's checkpoint (model, counters, optimizer) resumes in a seed slot of a fresh batch
+    resumed = syn_seed_batch("relu", 8, [7], lr=1e-2)
+    resumed.batch.load_state(0, {"model": run.model.state_dict(), "counters": counters_state(run.model),
+                                 "optimizer": run.optimizer.state_dict()})
+    resumed.shuffles[0].set_state(run.shuffle.get_state())
+    assert resumed.train_epoch()[0].item() == single.train_epoch(run)
+    _assert_same_model(resumed.batch.models[0], run.model, "resumed from a single run's checkpoint")
 
 
 def test_one_batched_forward_serves_every_seeds_codes_fn(syn, monkeypatch):
@@ -342,10 +349,3 @@ def test_one_batched_forward_serves_every_seeds_codes_fn(syn, monkeypatch):
     for p in planes:
         p.measure(2)
     assert calls == [1024] * 8
-    # a single run's checkpoint (model, counters, optimizer) resumes in a seed slot of a fresh batch
-    resumed = syn_seed_batch("relu", 8, [7], lr=1e-2)
-    resumed.batch.load_state(0, {"model": run.model.state_dict(), "counters": counters_state(run.model),
-                                 "optimizer": run.optimizer.state_dict()})
-    resumed.shuffles[0].set_state(run.shuffle.get_state())
-    assert resumed.train_epoch()[0].item() == single.train_epoch(run)
-    _assert_same_model(resumed.batch.models[0], run.model, "resumed from a single run's checkpoint")
