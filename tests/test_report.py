@@ -180,8 +180,12 @@ def test_an_unfinished_sweep_reports_what_is_measured(sweep, tmp_path):
     atomic_write_json(d / "sweep.json", manifest)
     assert cli_main(["report", str(d)]) == 0
     page = (d / "report" / "report.md").read_text()
-    assert "3 of 6 seeds finished, 4 with measurements" in page
+    assert "3 of 6 seeds finished, 4 reported here (each run with measurements, to its last measured epoch)" in page
     assert _tables(page)["syn-relu-8b"]["T2"][1] == "4"
+    assert cli_main(["report", str(d), "--finished-only"]) == 0
+    page = (d / "report" / "report.md").read_text()
+    assert "3 of 6 seeds finished, 3 reported here (the finished ones)" in page
+    assert _tables(page)["syn-relu-8b"]["T2"][1] == "3"
 
 
 def test_not_a_sweep_is_one_line(tmp_path, capsys):

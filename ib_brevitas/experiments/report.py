@@ -32,11 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, metavar="DIR",
                    help="where report.md and figures/ go (default: SWEEP_DIR/report)")
     p.add_argument("--dpi", type=int, default=130, help="PNG resolution (default: 130)")
+    p.add_argument("--finished-only", action="store_true",
+                   help="leave out runs still training (default: every run with measurements, to its last epoch)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        path = write_report(args.sweep_dir, args.output, dpi=args.dpi)
+        path = write_report(args.sweep_dir, args.output, dpi=args.dpi, finished_only=args.finished_only)
     except (UsageError, RunDirError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_report(sweep_dir: Path, out: Path | None = None, dpi: int = 130) -> Path:
+def write_report(sweep_dir: Path, out: Path | None = None, dpi: int = 130, finished_only: bool = False) -> Path:
     """Write out/report.md and out/figures/*.{png,pdf}; returns the page's path."""
     import matplotlib
 
@@ -59,7 +61,8 @@ def write_report(sweep_dir: Path, out: Path | None = None, dpi: int = 130) -> Pa
     sections, summaries = [], {}
     for cname, point in manifest["configurations"].items():
         names = [n for n, c in manifest["runs"].items() if c == cname]
-        lines, summaries[cname] = configuration_section(sweep_dir, cname, point, names, figures, out, fixed, dpi)
+        lines, summaries[cname] = configuration_section(sweep_dir, cname, point, names, figures, out, fixed, dpi,
+                                                        finished_only)
         sections += lines
     parts = [f"# Sweep report: {sweep_dir.resolve().name}", "", _grid_text(manifest), "",
              *overview(summaries), *sections, *timing_section(manifest)]
@@ -82,7 +85,8 @@ def _grid_text(manifest: dict[str, Any]) -> str:
 
 
 def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], names: list[str], figures: Path,
-                          out: Path, fixed: dict[str, Any], dpi: int) -> tuple[list[str], Any]:
+                          out: Path, fixed: dict[str, Any], dpi: int, finished_only: bool = False
+                          ) -> tuple[list[str], Any]:
     """The page's part for one configuration (figures, verdict table, accuracy), and its PhaseSummary."""
     from ib_brevitas.experiments.report_figures import accuracy_figure, accuracy_series, save, seeds_figure
     from ib_brevitas.experiments.sweep_engines import is_done
@@ -90,11 +94,12 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
     from ib_brevitas.plots import plot_runs
 
     dirs = [RunDir(sweep_dir / n) for n in names]
-    measured = [d for d in dirs if d.records_path.exists() and d.records_path.stat().st_size > 0]
-    finished = sum(is_done(d, point["epochs"]) for d in dirs)
-    lines = [f"## {cname}", "", ", ".join(f"{k} {v}" for k, v in point.items()) + f"; {finished} of {len(dirs)} "
-             f"seeds finished" + ("" if finished == len(dirs) else f", {len(measured)} with measurements "
-                                  "(the figures and table use these, to their last measured epoch)"), ""]
+    done = [d for d in dirs if is_done(d, point["epochs"])]
+    measured = done if finished_only else [d for d in dirs if d.records_path.exists() and d.records_path.stat().st_size]
+    used = "the finished ones" if finished_only else "each run with measurements, to its last measured epoch"
+    lines = [f"## {cname}", "", ", ".join(f"{k} {v}" for k, v in point.items()) + f"; {len(done)} of {len(dirs)} "
+             "seeds finished" + ("" if len(done) == len(dirs) else f", {len(measured)} reported here "
+                                  f"({used})"), ""]
     if not measured:
         return lines + ["No measurements yet.", ""], None
     runs = [d.load() for d in measured]
