@@ -105,7 +105,7 @@ def _mmss(seconds: float) -> str:
 
 def bench_epoch(repeat_epochs: int) -> None:
     from ib_brevitas.experiments.models import syn_loss
-    from ib_brevitas.experiments.train import build_run, train_epoch
+    from ib_brevitas.experiments.paper_run import build_run, train_epoch
 
     torch.set_num_threads(1)
     print(f"2. one training epoch (13 steps of 256), median of {repeat_epochs} epochs ({load()})")
@@ -135,7 +135,7 @@ def bench_epoch(repeat_epochs: int) -> None:
 
 
 def bench_measure(repeat: int) -> None:
-    from ib_brevitas.experiments.train import build_run
+    from ib_brevitas.experiments.paper_run import build_run
 
     print(f"3. one measurement (6 layers, 4096 samples), median of {repeat} ({load()})")
     for activation, bits in CONFIGS[:2]:
@@ -159,10 +159,11 @@ def bench_measure(repeat: int) -> None:
 def bench_changes(repeat: int) -> None:
     import copy
 
-    from ib_brevitas.experiments import fastpath
+    from ib_brevitas.experiments import fastpath, kernels
     from ib_brevitas.experiments.models import syn_loss
+    from ib_brevitas.experiments.paper_run import build_run, checkpoint_state, evaluate
+    from ib_brevitas.rundir import RunDir
     from ib_brevitas.state import observation
-    from ib_brevitas.experiments.train import build_run, evaluate, save_checkpoint
 
     torch.set_num_threads(1)
     print(f"4. each change, before -> after, median of {repeat} ({load()})")
@@ -172,7 +173,7 @@ def bench_changes(repeat: int) -> None:
         xb, yb = run.x_train[:256], run.y_train[:256]
         twin = copy.deepcopy(model)
         slow = fastpath.SynFastPath(twin)
-        stats = slow._stats()
+        weights, biases, running, _ = slow._stacks()
 
         def brevitas_step():
             model.train()
@@ -182,9 +183,8 @@ def bench_changes(repeat: int) -> None:
 
         def python_kernel():  # the same kernel, not compiled
             with torch.no_grad():
-                fastpath._train_step(xb, yb, [f.weight for f in slow.fcs], [f.bias for f in slow.fcs], slow.relu,
-                                     [rs.running_stats for rs in stats], [False] * len(stats),
-                                     [0.1] * len(stats), slow.consts, 1e-7)
+                kernels.train_step(xb.unsqueeze(0), yb.unsqueeze(0), weights, biases, slow.relu, running, False,
+                                   0.1, slow.consts, 1e-7)
 
         rows = [("training step (forward + backward)", median_time(brevitas_step, repeat * 10),
                  median_time(python_kernel, repeat * 10), median_time(lambda: fast.train_step(xb, yb), repeat * 10))]
@@ -221,7 +221,7 @@ def bench_changes(repeat: int) -> None:
         run.fast = fast
         rows.append(("train/test accuracy pass", t_eval_before, None, median_time(lambda: evaluate(run), repeat)))
         with tempfile.TemporaryDirectory() as tmp:
-            t_ckpt = median_time(lambda: save_checkpoint(run, Path(tmp), 0, None), repeat)
+            t_ckpt = median_time(lambda: RunDir(tmp).save_checkpoint(checkpoint_state(run, 0)), repeat)
         rows.append(("checkpoint (save + fsync) per measurement", t_ckpt, None, 0.0))
         print(f"   {activation:4} {'(ms)':42} {'before':>7} {'python':>7} {'after':>7}")
         for name, before, middle, after in rows:
