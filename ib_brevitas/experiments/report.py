@@ -225,9 +225,10 @@ def timing_section(manifest: dict[str, Any]) -> list[str]:
             wall += w
             trained += s.get("trained", 0)
         rate = f"{s['trained'] / w * 3600:.1f}" if w and s.get("trained") else "-"
-        rows.append([s.get("started", "-"), s.get("ended") or "running or killed", f"{s.get('engine')} "
-                     f"({s.get('workers')} workers)", str(s.get("skipped", "-")), str(s.get("trained", "-")),
-                     str(s.get("failed", "-")), fmt(w, ".1f"), rate])
+        workers = f"{s.get('workers')} worker{'' if s.get('workers') == 1 else 's'}"
+        rows.append([s.get("started", "-"), s.get("ended") or "running or killed", f"{s.get('engine')} ({workers})",
+                     str(s.get("skipped", "-")), str(s.get("trained", "-")), str(s.get("failed", "-")), fmt(w, ".1f"),
+                     rate])
     lines = ["## Run time", ""]
     if rows:
         lines += [format_table(["started (UTC)", "ended", "engine", "skipped", "trained", "failed", "wall s",

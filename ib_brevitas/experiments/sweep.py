@@ -120,7 +120,7 @@ def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], 
     n_conf, n_seeds = len(manifest["configurations"]), len(manifest["seeds"])
     print(f"sweep {sweep_dir}: {len(jobs)} runs ({_n(n_conf, 'configuration')} x {_n(n_seeds, 'seed')}), "
           f"{len(done0)} finished already, {len(tasks)} task(s) on "
-          f"{args.engine} ({workers} workers)", file=sys.stderr)
+          f"{args.engine} ({_n(workers, 'worker')})", file=sys.stderr)
     bar = tqdm(total=len(jobs), initial=len(done0), unit="seed", desc="sweep", disable=args.no_progress,
                file=sys.stderr, smoothing=0)  # the session's average rate: runs finish in bursts
     pending = {j.name for j in todo}
