@@ -299,6 +299,8 @@ def test_bad_input_is_refused(syn):
         batch.train_epoch(xs, ys, gens()[:1])
     trained = SeedBatch([copy.deepcopy(models[0])], lr=1e-3)
     trained.train_epoch(xs[:1], ys[:1], gens()[:1])
+    with pytest.raises(ValueError, match="Adam settings"):
+        SeedBatch([copy.deepcopy(models[0])], lr=1e-2).load_state(0, trained.state(0))
     batch.load_state(1, trained.state(0))
     with pytest.raises(ValueError, match="different steps"):
         batch.train_epoch(xs, ys, gens())

@@ -36,7 +36,8 @@ class SeedState:
 
     def state(self, s: int) -> dict:
         """Seed `s` as train.py checkpoints a single run: {"model", "counters", "optimizer"} (copies)."""
-        self._sync_counters() if self.mode == "batched" else None
+        if self.mode == "batched":
+            self._sync_counters()
         m = self.models[s]
         opt = self._optimizers[s] if self.mode == "brevitas" else self._adam(s)
         if self.mode == "batched" and self.stack.step:
@@ -71,6 +72,11 @@ class SeedState:
         load_counters_state(m, state["counters"])
         opt = self._adam(s)
         opt.load_state_dict(state["optimizer"])
+        group = opt.param_groups[0]
+        if (group["lr"], tuple(group["betas"]), group["eps"]) != (self.lr, self.betas, self.eps):
+            raise ValueError(f"seed slot {s}: the checkpoint's Adam settings (lr {group['lr']}, betas "
+                             f"{tuple(group['betas'])}, eps {group['eps']}) differ from the batch's (lr {self.lr}, "
+                             f"betas {self.betas}, eps {self.eps}); build the batch with the run's settings")
         states = [opt.state.get(p) for p in m.parameters()]
         steps = {int(d["step"]) if d else 0 for d in states}
         if len(steps) > 1:
