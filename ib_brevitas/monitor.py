@@ -26,7 +26,6 @@ measurements before it is caught.
 from __future__ import annotations
 
 import collections
-import math
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
@@ -71,6 +70,10 @@ class InformationPlane:
         `QuantTensor.int()` gives them in eval mode, and changes no state.
         Checked against the hooked pass as the module docstring says.
     verify_every: probe passes between two such checks of `codes_fn`.
+    scales_fn: optional faster source of the layers' eval-mode quantizer
+        scales ({layer name: float}, e.g. the training engine's), used with
+        `codes_fn` and checked on the same passes against the quantizers'
+        own `scale()`; a difference drops it with a warning.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class InformationPlane:
         device: Any = None,
         codes_fn: probe.CodesFn | None = None,
         verify_every: int = 100,
+        scales_fn: Callable[[], dict[str, float]] | None = None,
     ):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (a Brevitas model), got {type(model).__name__}")
@@ -93,6 +97,8 @@ class InformationPlane:
         verify_every = probe.check_int("verify_every", verify_every, 1)
         if batch_size is not None:
             batch_size = probe.check_int("batch_size", batch_size, 1)
+        if scales_fn is not None and not callable(scales_fn):
+            raise TypeError("scales_fn must be callable: () -> {layer name: scale}")
         if codes_fn is not None and not callable(codes_fn):
             raise TypeError("codes_fn must be callable: inputs batch -> {layer name: integer codes}")
         self.model = model
@@ -118,6 +124,7 @@ class InformationPlane:
         self._phases: PhaseSink | None = None
         self._label_groups = unique_rows(self.labels)
         self.codes_fn = codes_fn
+        self.scales_fn = scales_fn
         self.verify_every = verify_every
         self._passes = 0
         self._layout: probe.Layout = {}
@@ -222,7 +229,7 @@ class InformationPlane:
         # Also check when no hooked pass has given the layout yet (a plane resumed mid-cadence).
         checking = self.codes_fn is not None and (self._passes % self.verify_every == 0 or not self._layout)
         self._passes += 1
-        scales = probe.layer_scales(self.model, self._modules)
+        scales = self._scales(checking)
         part = distributed.share(self.n_samples)
         if part is None:
             return self._local_pass(self.inputs, checking), scales
@@ -230,6 +237,11 @@ class InformationPlane:
         stores = distributed.gather_stores(lambda: self._local_pass(inputs, checking)(), part, self.layer_names,
                                            distributed.fingerprint(self.inputs, self.labels))
         return (lambda: stores), scales
+
+    def _scales(self, checking: bool) -> dict[str, float | None]:
+        scales, self.scales_fn = probe.checked_scales(self.model, self._modules, self.scales_fn,
+                                                      use=self.codes_fn is not None and not checking)
+        return scales
 
     def _local_pass(self, inputs: torch.Tensor, checking: bool) -> Callable[[], dict[str, PackedCodes]]:
         if self.codes_fn is not None and not checking:
@@ -325,7 +337,7 @@ class InformationPlane:
                     saturated=point.n_distinct == point.n_samples, scale=scales.get(name),
                 ))
             if not self.history:
-                self._warn_if_all_injective(records)
+                probe.warn_if_all_injective(records, self.n_samples)
             self.history.extend(records)
             for sink in self._sinks:
                 sink.write(records)
@@ -334,16 +346,6 @@ class InformationPlane:
                 self._failed = e
             raise
         return records
-
-    def _warn_if_all_injective(self, records: list[LayerMI]) -> None:
-        if records and all(r.saturated for r in records) and self.n_samples > 1:
-            warnings.warn(
-                f"every measured layer gives each of the {self.n_samples} probe samples its own code "
-                f"(I(X;T) = log2 N = {math.log2(self.n_samples):.2f} bits in all layers): the probe set is too "
-                "small to show any compression; use more probe samples (e.g. the whole data set)",
-                RuntimeWarning,
-                stacklevel=5,
-            )
 
     # ------------------------------------------------------------ lifecycle and state
     def close(self) -> None:

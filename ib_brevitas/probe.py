@@ -9,7 +9,9 @@ counts: counting is `functional`'s.
 
 from __future__ import annotations
 
+import math
 import numbers
+import warnings
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -191,3 +193,28 @@ def layer_scales(model: torch.nn.Module, modules: Mapping[str, torch.nn.Module])
             scale = proxy.scale() if proxy is not None else None
             out[name] = float(scale) if isinstance(scale, torch.Tensor) and scale.numel() == 1 else None
     return out
+
+
+def checked_scales(model: torch.nn.Module, modules: Mapping[str, torch.nn.Module], scales_fn: Any,
+                   use: bool) -> tuple[dict[str, float | None], Any]:
+    """(scales, the scales_fn to keep): `scales_fn`'s when `use`, else the quantizers' own, compared with it."""
+    if scales_fn is not None and use:
+        return dict(scales_fn()), scales_fn
+    scales = layer_scales(model, modules)
+    if scales_fn is not None and dict(scales_fn()) != scales:
+        warnings.warn(f"scales_fn disagrees with the quantizers' scale() ({dict(scales_fn())} vs {scales}); "
+                      "using the quantizers' own from now on", RuntimeWarning, stacklevel=5)
+        scales_fn = None
+    return scales, scales_fn
+
+
+def warn_if_all_injective(records: list, n_samples: int) -> None:
+    """A probe set on which every layer is injective shows nothing: say so at the first measurement."""
+    if records and all(r.saturated for r in records) and n_samples > 1:
+        warnings.warn(
+            f"every measured layer gives each of the {n_samples} probe samples its own code "
+            f"(I(X;T) = log2 N = {math.log2(n_samples):.2f} bits in all layers): the probe set is too "
+            "small to show any compression; use more probe samples (e.g. the whole data set)",
+            RuntimeWarning,
+            stacklevel=6,
+        )

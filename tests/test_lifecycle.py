@@ -231,3 +231,29 @@ def test_jsonl_sink_still_callable(tmp_path):
     records = InformationPlane(model, x, y).measure(0)
     sink(records)
     assert RunDir(tmp_path).read_records() == records
+
+
+def test_scales_fn_is_used_between_checks_and_dropped_when_wrong():
+    run = build_run({**CONFIG, "engine": "fast"})
+    true = {}
+    calls = []
+
+    def good():
+        calls.append(1)
+        return dict(true)
+
+    plane = InformationPlane(run.model, run.plane.inputs, run.plane.labels.ravel(), codes_fn=run.fast.codes,
+                             verify_every=3, scales_fn=good)
+    true.update({r.layer: r.scale for r in InformationPlane(run.model, run.plane.inputs,
+                                                            run.plane.labels.ravel()).measure(0)})
+    records = [plane.measure(e) for e in range(4)]
+    assert all(r.scale == true[r.layer] for rs in records for r in rs)
+    assert len(calls) == 4  # passes 0 and 3 compare, 1 and 2 use it
+    real_t1 = true["T1"]
+    true["T1"] *= 2  # now wrong: the next check drops it
+    with pytest.warns(RuntimeWarning, match="scales_fn disagrees"):
+        for e in range(4, 7):
+            plane.measure(e)
+    assert plane.scales_fn is None
+    last_t1 = [r for r in plane.history if r.layer == "T1"][-1]
+    assert last_t1.scale == pytest.approx(real_t1, rel=0.5) and last_t1.scale != true["T1"]
