@@ -1,0 +1,167 @@
+"""`batch_loop.train_seed_batch`: S seeds trained together write the run directories their single runs write.
+
+Every comparison is against independent single-seed runs (`loop.train_and_measure`,
+the loop behind `ib-brevitas train`) or an uninterrupted batch, value for value.
+"""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ib_brevitas.experiments.batch_loop import train_seed_batch
+from ib_brevitas.experiments.loop import train_and_measure
+from ib_brevitas.experiments.train import new_config
+from ib_brevitas.experiments.train_args import SETTINGS
+from ib_brevitas.files import read_jsonl
+from ib_brevitas.rundir import RunDir
+
+SEEDS = (0, 1, 2)
+FILES = ("mi.jsonl", "metrics.jsonl", "phases.jsonl")
+
+
+def _config(run_dir: Path, seed: int, activation: str = "relu", bits: int = 8, epochs: int = 6) -> dict:
+    settings = {**SETTINGS, "activation": activation, "bits": bits, "epochs": epochs, "mi_every": 2, "seed": seed,
+                "lr": 1e-3}
+    return new_config(settings, run_dir, {})
+
+
+def _single(run_dir: Path, seed: int, **kw) -> Path:
+    rd = RunDir(run_dir)
+    with rd.lock(), contextlib.redirect_stdout(io.StringIO()):
+        assert train_and_measure(rd, _config(run_dir, seed, **kw), resume=False, progress=False) == 0
+    return run_dir
+
+
+def _batch(dirs: list[Path], seeds, resume=False, **kw) -> list[Path]:
+    configs = [_config(d, s, **kw) for d, s in zip(dirs, seeds)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert train_seed_batch(dirs, configs, resume=resume, progress=False) == 0
+    return dirs
+
+
+def _files(run_dir: Path) -> dict:
+    return {f: read_jsonl(run_dir / f) if (run_dir / f).exists() else None for f in FILES}
+
+
+def _same(a, b, where="") -> None:
+    """Deep equality of checkpoint contents: tensors and arrays exactly, everything else by ==."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _checkpoint(run_dir: Path) -> dict:
+    state = RunDir(run_dir).load_checkpoint()
+    state["config"] = {k: v for k, v in state["config"].items() if k != "run_dir"}
+    return state
+
+
+CASES = [("tanh", 8), ("relu", 8), ("relu", 4)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{a}-{b}b" for a, b in CASES])
+def case(request, tmp_path_factory):
+    activation, bits = request.param
+    root = tmp_path_factory.mktemp(f"{activation}{bits}")
+    singles = [_single(root / f"single{s}", s, activation=activation, bits=bits) for s in SEEDS]
+    batch = _batch([root / f"batch{s}" for s in SEEDS], SEEDS, activation=activation, bits=bits)
+    return singles, batch
+
+
+def test_batched_seeds_write_what_their_single_runs_write(case):
+    singles, batch = case
+    for single, batched in zip(singles, batch):
+        assert _files(batched) == _files(single)
+        assert _files(single)["mi.jsonl"]  # a comparison of something
+        assert json.loads((batched / "summary.json").read_text()) == json.loads((single / "summary.json").read_text())
+        assert (batched / "summary.txt").read_text() == (single / "summary.txt").read_text()
+        assert any(p.name.startswith("events.out.tfevents") for p in batched.iterdir())
+        config = RunDir(batched).read_config()
+        assert config == {**RunDir(single).read_config(), "run_dir": str(batched)}
+        # the checkpoint: model, counters, Adam state, shuffle generator, RNGs, monitor state, config
+        _same(_checkpoint(batched), _checkpoint(single))
+
+
+def test_batched_checkpoints_resume_as_single_runs(tmp_path):
+    """A 4-epoch batch extended to 6 epochs (by `ib-brevitas train --resume`, and by a mixed batch) equals 6-epoch singles."""
+    from ib_brevitas.cli import main
+
+    singles = [_single(tmp_path / f"single{s}", s) for s in SEEDS]
+    batch = _batch([tmp_path / f"batch{s}" for s in SEEDS[:2]], SEEDS[:2], epochs=4)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "--resume", "--epochs", "6", "--no-progress", "--run-dir", str(batch[1])]) == 0
+    # seed 0 resumes from its epoch-4 checkpoint, seed 2 starts afresh: two groups, one call
+    _batch([batch[0], tmp_path / "batch2"], [0, 2], resume=[True, False])
+    for s, d in zip(SEEDS, [*batch, tmp_path / "batch2"]):
+        assert _files(d) == _files(singles[s]), s
+        _same(_checkpoint(d), _checkpoint(singles[s]))
+
+
+def test_configs_must_differ_only_in_seed(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    with pytest.raises(ValueError, match="differ in lr; batch only seeds of one configuration"):
+        train_seed_batch([a, b], [_config(a, 0), {**_config(b, 1), "lr": 1e-4}], resume=False)
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        train_seed_batch([a, b], [_config(a, 0), _config(b, 0)], resume=False)
+    with pytest.raises(ValueError, match="not a float net"):
+        train_seed_batch([a], [_config(a, 0, bits=32)], resume=False)
+    with pytest.raises(ValueError, match="2 run directories but 1 configs"):
+        train_seed_batch([a, b], [_config(a, 0)], resume=False)
+    assert not a.exists() and not b.exists()  # refused before anything is written
+
+
+KILLED = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_batch_loop import _config
+from ib_brevitas.experiments.batch_loop import train_seed_batch
+dirs = [Path(p) for p in {dirs!r}]
+train_seed_batch(dirs, [_config(d, s, epochs={epochs}) for d, s in zip(dirs, {seeds!r})], resume=False,
+                 checkpoint_secs=0, progress=False)
+"""
+
+
+def test_sigkill_mid_batch_then_resume_equals_an_uninterrupted_batch(tmp_path):
+    epochs = 30
+    whole = _batch([tmp_path / f"whole{s}" for s in SEEDS], SEEDS, epochs=epochs)
+    dirs = [tmp_path / f"killed{s}" for s in SEEDS]
+    code = KILLED.format(tests=str(Path(__file__).parent), dirs=[str(d) for d in dirs], seeds=list(SEEDS),
+                         epochs=epochs)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # kill after a few checkpoints, mid-run
+        if all(len(read_jsonl(d / "metrics.jsonl")) >= 5 for d in dirs if (d / "metrics.jsonl").exists()) \
+                and all((d / "metrics.jsonl").exists() for d in dirs):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not all((d / "summary.json").exists() for d in dirs)  # it was killed mid-run
+    _batch(dirs, SEEDS, resume=True, epochs=epochs)
+    for w, d in zip(whole, dirs):
+        assert _files(d) == _files(w)
+        assert [r["epoch"] for r in _files(d)["metrics.jsonl"]] == list(range(0, epochs + 1, 2))
+        _same(_checkpoint(d), _checkpoint(w))
