@@ -29,9 +29,10 @@ SEEDS = (0, 1, 2)
 FILES = ("mi.jsonl", "metrics.jsonl", "phases.jsonl")
 
 
-def _config(run_dir: Path, seed: int, activation: str = "relu", bits: int = 8, epochs: int = 6) -> dict:
+def _config(run_dir: Path, seed: int, activation: str = "relu", bits: int = 8, epochs: int = 6,
+            net: str = "syn") -> dict:
     settings = {**SETTINGS, "activation": activation, "bits": bits, "epochs": epochs, "mi_every": 2, "seed": seed,
-                "lr": 1e-3}
+                "lr": 1e-3, "net": net, "dataset": "syn" if net == "syn" else "digits"}
     return new_config(settings, run_dir, {})
 
 
@@ -77,15 +78,19 @@ def _checkpoint(run_dir: Path) -> dict:
     return state
 
 
-CASES = [("tanh", 8), ("relu", 8), ("relu", 4)]
+# SYN at 8 and 4 bits, and an MNIST MLP (on scikit-learn's digits as 28x28 images: offline, small). The
+# last case trains on the engine's exact per-seed Brevitas fallback today: its start-up check finds the batched
+# gradient of a seed slot > 0 off on the 157-row last minibatch (torch 2.13 CPU), and says so in a warning.
+CASES = [("syn", "tanh", 8), ("syn", "relu", 8), ("syn", "relu", 4), ("mnist-4x10", "tanh", 8)]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{a}-{b}b" for a, b in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{a}-{b}b" for n, a, b in CASES])
 def case(request, tmp_path_factory):
-    activation, bits = request.param
-    root = tmp_path_factory.mktemp(f"{activation}{bits}")
-    singles = [_single(root / f"single{s}", s, activation=activation, bits=bits) for s in SEEDS]
-    batch = _batch([root / f"batch{s}" for s in SEEDS], SEEDS, activation=activation, bits=bits)
+    net, activation, bits = request.param
+    kw = dict(net=net, activation=activation, bits=bits, epochs=6 if net == "syn" else 4)
+    root = tmp_path_factory.mktemp(f"{net}{activation}{bits}")
+    singles = [_single(root / f"single{s}", s, **kw) for s in SEEDS]
+    batch = _batch([root / f"batch{s}" for s in SEEDS], SEEDS, **kw)
     return singles, batch
 
 
@@ -111,8 +116,11 @@ def test_batched_checkpoints_resume_as_single_runs(tmp_path):
     batch = _batch([tmp_path / f"batch{s}" for s in SEEDS[:2]], SEEDS[:2], epochs=4)
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["train", "--resume", "--epochs", "6", "--no-progress", "--run-dir", str(batch[1])]) == 0
-    # seed 0 resumes from its epoch-4 checkpoint, seed 2 starts afresh: two groups, one call
-    _batch([batch[0], tmp_path / "batch2"], [0, 2], resume=[True, False])
+    # seed 0 resumes from its epoch-4 checkpoint; seed 2 was killed before its first checkpoint (records of
+    # another run left behind) and starts afresh: two groups, one call
+    (tmp_path / "batch2").mkdir()
+    (tmp_path / "batch2" / "mi.jsonl").write_text((batch[0] / "mi.jsonl").read_text())
+    _batch([batch[0], tmp_path / "batch2"], [0, 2], resume=True)
     for s, d in zip(SEEDS, [*batch, tmp_path / "batch2"]):
         assert _files(d) == _files(singles[s]), s
         _same(_checkpoint(d), _checkpoint(singles[s]))

@@ -128,16 +128,18 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
             batch.load_state(k, state)
             run.shuffle.set_state(state["shuffle"])
             rngs[k] = state["rng"]
-    probe = runs[0].plane.inputs
-    batch.start(x_train, y_train, probe=probe)
+    probe = runs[0].plane  # the whole data set, the same for every seed: one copy serves all
+    fell_back = not batch.start(x_train, y_train, probe=probe.inputs)  # then codes by the hooked pass (codes_fn None)
     planes = []
     for k, (run, state) in enumerate(zip(runs, states)):
-        old = run.plane
-        run.plane = InformationPlane(run.model, old.inputs, old.labels, batch_size=old.batch_size,
+        run.plane = InformationPlane(run.model, probe.inputs, probe.labels, batch_size=probe.batch_size,
                                      codes_fn=batch.codes_fn(k))
         if state is not None:
             run.plane.load_state_dict(state["plane"])
         planes.append(run.plane)
+    steps_per_epoch = runs[0].steps_per_epoch
+    for run in runs:  # their rows live in the stacks now
+        run.x_train = run.y_train = run.x_test = run.y_test = run.y_prefit = None
 
     writers = []
     for rd, config, state, resume, plane in zip(rds, configs, states, resumes, planes):
@@ -163,8 +165,11 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
     def save(epoch: int) -> None:
         nonlocal saved_at
         for k, (rd, run, writer) in enumerate(zip(rds, runs, writers)):
+            plane = run.plane.state_dict()
+            if fell_back:  # the single run's monitor has its fast codes (checked against the hooked pass)
+                plane["codes_fn_dropped"] = False
             state = {"epoch": epoch, **batch.state(k), "shuffle": run.shuffle.get_state(), "rng": rngs[k],
-                     "plane": run.plane.state_dict(), "config": configs[k]}
+                     "plane": plane, "config": configs[k]}
             writer.flush()
             rd.save_checkpoint(state)
         saved_at = time.monotonic()
@@ -172,7 +177,7 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
     def measure(epoch: int, losses: torch.Tensor | None) -> None:
         nonlocal metrics
         metrics = batch.evaluate({"train": (x_train, y_train), "test": (x_test, y_test)})
-        step = (epoch - start) * runs[0].steps_per_epoch
+        step = (epoch - start) * steps_per_epoch
         for k, (rd, writer, plane) in enumerate(zip(rds, writers, planes)):
             if epoch >= 0:
                 for name, v in metrics[k].items():
