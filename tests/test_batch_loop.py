@@ -30,9 +30,9 @@ FILES = ("mi.jsonl", "metrics.jsonl", "phases.jsonl")
 
 
 def _config(run_dir: Path, seed: int, activation: str = "relu", bits: int = 8, epochs: int = 6,
-            net: str = "syn") -> dict:
+            net: str = "syn", prefit: int = 0) -> dict:
     settings = {**SETTINGS, "activation": activation, "bits": bits, "epochs": epochs, "mi_every": 2, "seed": seed,
-                "lr": 1e-3, "net": net, "dataset": "syn" if net == "syn" else "digits"}
+                "lr": 1e-3, "net": net, "dataset": "syn" if net == "syn" else "digits", "prefit_random": prefit}
     return new_config(settings, run_dir, {})
 
 
@@ -81,13 +81,16 @@ def _checkpoint(run_dir: Path) -> dict:
 # SYN at 8 and 4 bits, and an MNIST MLP (on scikit-learn's digits as 28x28 images: offline, small). The
 # last case trains on the engine's exact per-seed Brevitas fallback today: its start-up check finds the batched
 # gradient of a seed slot > 0 off on the 157-row last minibatch (torch 2.13 CPU), and says so in a warning.
-CASES = [("syn", "tanh", 8), ("syn", "relu", 8), ("syn", "relu", 4), ("mnist-4x10", "tanh", 8)]
+# The ReLU case with a 3-epoch random-label prefit (epochs -3..0 on permuted labels) covers --prefit-random.
+CASES = [("syn", "tanh", 8, 0), ("syn", "relu", 8, 0), ("syn", "relu", 4, 0), ("mnist-4x10", "tanh", 8, 0),
+         ("syn", "relu", 8, 3)]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{a}-{b}b" for n, a, b in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{a}-{b}b" + (f"-prefit{p}" if p else "")
+                                                   for n, a, b, p in CASES])
 def case(request, tmp_path_factory):
-    net, activation, bits = request.param
-    kw = dict(net=net, activation=activation, bits=bits, epochs=6 if net == "syn" else 4)
+    net, activation, bits, prefit = request.param
+    kw = dict(net=net, activation=activation, bits=bits, epochs=6 if net == "syn" else 4, prefit=prefit)
     root = tmp_path_factory.mktemp(f"{net}{activation}{bits}")
     singles = [_single(root / f"single{s}", s, **kw) for s in SEEDS]
     batch = _batch([root / f"batch{s}" for s in SEEDS], SEEDS, **kw)
@@ -146,30 +149,41 @@ sys.path.insert(0, {tests!r})
 from test_batch_loop import _config
 from ib_brevitas.experiments.batch_loop import train_seed_batch
 dirs = [Path(p) for p in {dirs!r}]
-train_seed_batch(dirs, [_config(d, s, epochs={epochs}) for d, s in zip(dirs, {seeds!r})], resume=False,
-                 checkpoint_secs=0, progress=False)
+sys.exit(train_seed_batch(dirs, [_config(d, s, epochs={epochs}) for d, s in zip(dirs, {seeds!r})], resume=False,
+                          checkpoint_secs=0, progress=False))
 """
+EPOCHS = 20
 
 
-def test_sigkill_mid_batch_then_resume_equals_an_uninterrupted_batch(tmp_path):
-    epochs = 30
-    whole = _batch([tmp_path / f"whole{s}" for s in SEEDS], SEEDS, epochs=epochs)
-    dirs = [tmp_path / f"killed{s}" for s in SEEDS]
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    root = tmp_path_factory.mktemp("whole")
+    return _batch([root / f"whole{s}" for s in SEEDS], SEEDS, epochs=EPOCHS)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+                         ids=["SIGKILL", "Ctrl-C"])
+def test_a_batch_stopped_mid_run_then_resumed_equals_an_uninterrupted_batch(whole, tmp_path, sig):
+    """SIGKILL (checkpoints of some epoch, maybe torn between seeds) or Ctrl-C (all seeds at one epoch end, exit 130)."""
+    dirs = [tmp_path / f"stopped{s}" for s in SEEDS]
     code = KILLED.format(tests=str(Path(__file__).parent), dirs=[str(d) for d in dirs], seeds=list(SEEDS),
-                         epochs=epochs)
+                         epochs=EPOCHS)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:  # kill after a few checkpoints, mid-run
-        if all(len(read_jsonl(d / "metrics.jsonl")) >= 5 for d in dirs if (d / "metrics.jsonl").exists()) \
-                and all((d / "metrics.jsonl").exists() for d in dirs):
+    while time.monotonic() < deadline and proc.poll() is None:  # stop it after a few checkpoints, mid-run
+        if all((d / "metrics.jsonl").exists() and len(read_jsonl(d / "metrics.jsonl")) >= 4 for d in dirs):
             break
         time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not all((d / "summary.json").exists() for d in dirs)  # it was killed mid-run
-    _batch(dirs, SEEDS, resume=True, epochs=epochs)
+    os.kill(proc.pid, sig)
+    rc = proc.wait(timeout=120)
+    err = proc.stderr.read().decode()
+    if sig == signal.SIGINT:
+        assert rc == 130 and "Traceback" not in err and "resume" in err, err[-2000:]
+        assert len({RunDir(d).load_checkpoint()["epoch"] for d in dirs}) == 1  # every seed at one epoch end
+    assert not all((d / "summary.json").exists() for d in dirs)  # it stopped mid-run
+    _batch(dirs, SEEDS, resume=True, epochs=EPOCHS)
     for w, d in zip(whole, dirs):
         assert _files(d) == _files(w)
-        assert [r["epoch"] for r in _files(d)["metrics.jsonl"]] == list(range(0, epochs + 1, 2))
+        assert [r["epoch"] for r in _files(d)["metrics.jsonl"]] == list(range(0, EPOCHS + 1, 2))
         _same(_checkpoint(d), _checkpoint(w))
