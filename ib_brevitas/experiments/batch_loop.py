@@ -129,7 +129,8 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
             run.shuffle.set_state(state["shuffle"])
             rngs[k] = state["rng"]
     probe = runs[0].plane  # the whole data set, the same for every seed: one copy serves all
-    fell_back = not batch.start(x_train, y_train, probe=probe.inputs)  # then codes by the hooked pass (codes_fn None)
+    fell_back = not batch.start(x_train, y_train, probe=probe.inputs)  # then the hooked pass gives the codes
+    dropped = [bool(st and st["plane"]["codes_fn_dropped"]) for st in states]
     planes = []
     for k, (run, state) in enumerate(zip(runs, states)):
         run.plane = InformationPlane(run.model, probe.inputs, probe.labels, batch_size=probe.batch_size,
@@ -155,9 +156,8 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
         rd.truncate_metrics(start - 1 if last is None else last)
         writer = SummaryWriter(log_dir=str(rd.path), purge_step=last + 1 if last is not None else 0, flush_secs=10)
         writers.append(writer)
-        say = lambda events, name=rd.path.name: [tqdm.write(f"{name} epoch {e.epoch}: {e.layer} "
-                                                            f"{e.kind.replace('_', ' ')}") for e in events]
-        plane.record_to(rd, writer=writer if start == 0 else None, on_events=say, **config["phase_thresholds"])
+        plane.record_to(rd, writer=writer if start == 0 else None, on_events=_announcer(rd.path.name),
+                        **config["phase_thresholds"])
 
     saved_at = time.monotonic()
     metrics: list[dict[str, float]] = [{} for _ in runs]
@@ -166,8 +166,8 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
         nonlocal saved_at
         for k, (rd, run, writer) in enumerate(zip(rds, runs, writers)):
             plane = run.plane.state_dict()
-            if fell_back:  # the single run's monitor has its fast codes (checked against the hooked pass)
-                plane["codes_fn_dropped"] = False
+            if fell_back:  # codes_fn None by the engine, not dropped by the monitor: as its single run says
+                plane["codes_fn_dropped"] = dropped[k]
             state = {"epoch": epoch, **batch.state(k), "shuffle": run.shuffle.get_state(), "rng": rngs[k],
                      "plane": plane, "config": configs[k]}
             writer.flush()
@@ -227,3 +227,12 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
         rd.write_summary({**data, "final_metrics": m}, text)
         print(f"{rd.path}: train acc {m['train_acc']:.4f}, test acc {m['test_acc']:.4f}")
     return 0
+
+
+def _announcer(name: str):
+    """The phase events of one seed as progress lines, named by its run directory."""
+    def say(events: list[Any]) -> None:
+        for e in events:
+            tqdm.write(f"{name} epoch {e.epoch}: {e.layer} {e.kind.replace('_', ' ')}")
+
+    return say
