@@ -134,7 +134,8 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
     planes = []
     for k, (run, state) in enumerate(zip(runs, states)):
         run.plane = InformationPlane(run.model, probe.inputs, probe.labels, batch_size=probe.batch_size,
-                                     codes_fn=batch.codes_fn(k))
+                                     codes_fn=batch.codes_fn(k),
+                                     scales_fn=None if fell_back else (lambda k=k: batch.scales(k)))
         if state is not None:
             run.plane.load_state_dict(state["plane"])
         planes.append(run.plane)
