@@ -105,7 +105,7 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
     from torch.utils.tensorboard import SummaryWriter
 
     from ib_brevitas.experiments.engine import SeedBatch
-    from ib_brevitas.experiments.loop import _StopAtEpochEnd, run_summary_text
+    from ib_brevitas.experiments.loop import _StopAtEpochEnd, final_metrics, run_summary_text
     from ib_brevitas.experiments.paper_run import build_run
     from ib_brevitas.monitor import InformationPlane
 
@@ -224,9 +224,11 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
                 writer.close()
 
     for rd, config, v, m in zip(rds, configs, verdicts, metrics):
+        m = m or final_metrics(rd)  # a finished seed resumed trains nothing: its last measured metrics
         data, text = run_summary_text(rd.read_records(), v, [], config.get("phase_thresholds", {}))
         rd.write_summary({**data, "final_metrics": m}, text)
-        print(f"{rd.path}: train acc {m['train_acc']:.4f}, test acc {m['test_acc']:.4f}")
+        if m:
+            print(f"{rd.path}: train acc {m['train_acc']:.4f}, test acc {m['test_acc']:.4f}")
     return 0
 
 

@@ -117,6 +117,7 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
             writer.close()
 
     records = rd.read_records()
+    metrics = metrics or final_metrics(rd)  # a finished run resumed trains nothing: its last measured metrics
     data, text = run_summary_text(records, verdicts, binned, config.get("phase_thresholds", {}))
     rd.write_summary({**data, "final_metrics": metrics}, text)
     print(text)
@@ -166,6 +167,13 @@ def estimator_verdicts(records: list[LayerMI], thresholds: dict[str, float]) -> 
         out[label] = {name: detect([r.epoch for r in ls], [r.i_xt for r in ls], [r.i_ty for r in ls], layer=name,
                                    n_samples=ls[0].n_samples, **thresholds) for name, ls in layers.items()}
     return out
+
+
+def final_metrics(rd: RunDir) -> dict[str, float]:
+    """The last metrics.jsonl row's losses and accuracies ({} when there is none)."""
+    rows = rd.read_metrics()
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    return {k: rows[-1][k] for k in keys if k in rows[-1]} if rows else {}
 
 
 def run_summary_text(records: list[LayerMI], verdicts: dict[str, Any], binned: list[LayerMI],
