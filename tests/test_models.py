@@ -213,7 +213,7 @@ def test_training_reduces_the_loss(activation, bits, syn):
     torch.manual_seed(0)
     model = syn_mlp(activation, bits)
     x, y = syn
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = opt_for(model)
 
     def full_loss():
         model.eval()
@@ -231,3 +231,52 @@ def test_training_reduces_the_loss(activation, bits, syn):
             syn_loss(model(x[idx]), y[idx]).backward()
             opt.step()
     assert full_loss() < start - 0.02
+
+
+def opt_for(model):
+    return torch.optim.Adam(model.parameters(), lr=1e-2)
+
+
+def epoch_of(model, opt, x, y):
+    from ib_brevitas.experiments.models import syn_loss
+
+    model.train()
+    for s in range(0, 4096, 256):
+        opt.zero_grad()
+        syn_loss(model(x[s:s + 256]), y[s:s + 256]).backward()
+        opt.step()
+
+
+def test_frozen_relu_ranges_keep_the_measured_grid_while_training_goes_on():
+    from ib_brevitas import InformationPlane
+    from ib_brevitas.experiments.data import syn_dataset
+    from ib_brevitas.experiments.models import freeze_relu_ranges, syn_mlp
+
+    torch.manual_seed(0)
+    x, y = (torch.from_numpy(a) for a in syn_dataset())
+    x = x.float()
+    model = syn_mlp("relu", 8)
+    opt = opt_for(model)
+
+    def epoch():
+        epoch_of(model, opt, x, y)
+
+    plane = InformationPlane(model, x, y)
+    epoch()  # calibrate
+    assert freeze_relu_ranges(model) == ["T1", "T2", "T3", "T4", "T5"]
+    before = plane.measure(1)
+    w0 = next(model.parameters()).detach().clone()
+    epoch()
+    epoch()
+    after = plane.measure(3)
+    assert not torch.equal(w0, next(model.parameters()))  # it trained
+    for b, a in zip(before[:5], after[:5]):
+        assert a.scale == b.scale, a.layer  # the measured grid did not move
+    unfrozen = syn_mlp("relu", 8)
+    unfrozen.load_state_dict(model.state_dict())  # the momentum is no part of the state: not frozen
+    scales = []
+    for e in range(2):
+        epoch_of(unfrozen, opt_for(unfrozen), x, y)
+        scales.append(InformationPlane(unfrozen, x, y).measure(e)[0].scale)
+    assert scales[0] != scales[1]
+    assert freeze_relu_ranges(syn_mlp("tanh", 8)) == []  # tanh's grid is fixed already

@@ -289,3 +289,26 @@ def syn_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
         )
     p = probs / probs.sum(dim=1, keepdim=True).clamp_min(eps)
     return F.nll_loss(p.clamp(eps, 1.0 - eps).log(), target.long())
+
+
+def freeze_relu_ranges(model: nn.Module) -> list[str]:
+    """Freeze the ReLU quantizers' calibrated ranges; returns the layers frozen.
+
+    A ReLU layer's eval-mode grid (the one every measurement uses) is its running
+    maximum / (2^k - 1). While it trains that maximum can grow several-fold, and a
+    coarser grid alone lowers I(X;T). Freezing the running maximum (momentum 0:
+    Brevitas' update then leaves it exactly as it is) keeps the measured grid where
+    calibration left it, so a later fall of I(X;T) is the representation's own.
+    Training still quantizes each batch on its batch maximum, as Brevitas does.
+    The momentum is not part of `state_dict()`: apply again after loading a checkpoint.
+    The fast engine replays the unfrozen update, so train a frozen model through Brevitas.
+    """
+    frozen = []
+    for name, module in model.named_modules():
+        stats = getattr(getattr(getattr(getattr(module, "act_quant", None), "fused_activation_quant_proxy", None),
+                                "tensor_quant", None), "scaling_impl", None)
+        runtime = getattr(stats, "runtime_stats", None)
+        if isinstance(module, QuantReLU) and runtime is not None and hasattr(runtime, "momentum"):
+            runtime.momentum = 0.0
+            frozen.append(name)
+    return frozen
