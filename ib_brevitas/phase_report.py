@@ -122,6 +122,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write the per-layer statistics")
     p.add_argument("--per-run", action="store_true", help="also print every run's verdict table and events")
     p.add_argument("--no-events", action="store_true", help="skip replaying the online tracker (faster on long runs)")
+    p.add_argument("--estimator", default="exact", metavar="LABEL",
+                   help="which series to decide: 'exact' (default) or a binning estimator's label, "
+                        "e.g. binning-uniform-30-global; exact and binned series are never mixed")
     add_threshold_arguments(p)
 
 
@@ -129,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            summary = summarize_runs(args.run_dirs, events=not args.no_events, **thresholds_from_args(args))
+            summary = summarize_runs(args.run_dirs, events=not args.no_events, estimator=args.estimator,
+                                     **thresholds_from_args(args))
     except (ValueError, TypeError) as e:
         print(f"ib-brevitas phases: error: {e}", file=sys.stderr)
         return 2

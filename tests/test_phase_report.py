@@ -311,3 +311,20 @@ def test_short_real_syn_runs_end_to_end(tmp_path, capsys):
     json.dumps(data, allow_nan=False)
     assert [d["label"] for d in data["layers"]] == [f"T{i}" for i in range(1, 7)]
     assert [d["saturated"] for d in data["layers"]][:3] == [True] * 3 and "not observable" in text
+
+
+def test_exact_and_binned_series_are_decided_apart(tmp_path, capsys):
+    """A run holding exact and binned records: each estimator's series is read alone, never mixed."""
+    import dataclasses
+
+    from ib_brevitas.phase_report import analyse_run
+
+    rd = RunDir(tmp_path / "mixed")
+    exact = [LayerMI("T1", e, None, 10 - 0.01 * e, 0.9, 10 - 0.01 * e, 900, 1000, 8, 4, 0, 1.0) for e in range(0, 60, 2)]
+    binned = [dataclasses.replace(r, i_xt=5.0, h_t=5.0, estimator="binning-uniform-30-global") for r in exact]
+    rd.append_records(exact + binned)
+    a = analyse_run(rd.path)
+    b = analyse_run(rd.path, estimator="binning-uniform-30-global")
+    assert a.verdicts["T1"].peak_i_xt > 9 and b.verdicts["T1"].peak_i_xt == 5.0
+    assert cli_main(["phases", str(rd.path), "--estimator", "binning-uniform-99-global"]) == 2
+    assert "holds no 'binning-uniform-99-global' records" in capsys.readouterr().err

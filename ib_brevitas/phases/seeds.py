@@ -24,7 +24,7 @@ from ib_brevitas.phases.detector import detect
 from ib_brevitas.phases.series import running_median
 from ib_brevitas.phases.tracker import PhaseTracker
 from ib_brevitas.phases.types import PhaseEvent, PhaseVerdict, Thresholds, make_thresholds
-from ib_brevitas.records import LayerMI
+from ib_brevitas.records import EXACT, LayerMI
 from ib_brevitas.rundir import IDENTITY_KEYS, RunDir
 
 # config.json keys that must agree for runs to be "one configuration" (seed may differ)
@@ -126,12 +126,19 @@ class PhaseSummary:
 # ---------------------------------------------------------------- one run
 
 
-def analyse_run(run_dir: str | Path, events: bool = True, **thresholds: float) -> RunPhases:
-    """Verdicts (and, unless `events=False`, replayed tracker events) of one run."""
+def analyse_run(run_dir: str | Path, events: bool = True, estimator: str = EXACT, **thresholds: float) -> RunPhases:
+    """Verdicts (and, unless `events=False`, replayed tracker events) of one run's `estimator` series.
+
+    Exact and binned series are never mixed: only records of that estimator are read.
+    """
     th = make_thresholds(thresholds)
     run = RunDir(run_dir).load()
-    records, config = run.records, run.config
     mi = Path(run_dir) / "mi.jsonl"
+    records, config = [r for r in run.records if r.estimator == estimator], run.config
+    if not records:
+        have = sorted({r.estimator for r in run.records})
+        raise ValueError(f"{mi} holds no {estimator!r} records (it has {', '.join(have)}); "
+                         f"pass --estimator with one of those")
     by_layer: dict[str, list[LayerMI]] = {}
     for r in records:
         by_layer.setdefault(r.layer, []).append(r)
@@ -286,12 +293,13 @@ def summarize_layer(layer: str, runs: Sequence[RunPhases], th: Thresholds,
     )
 
 
-def summarize_runs(run_dirs: Sequence[str | Path], events: bool = True, **thresholds: float) -> PhaseSummary:
+def summarize_runs(run_dirs: Sequence[str | Path], events: bool = True, estimator: str = EXACT,
+                   **thresholds: float) -> PhaseSummary:
     """Verdicts of every run and per-layer statistics across them (runs of one configuration)."""
     th = make_thresholds(thresholds)
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    runs = [analyse_run(d, events=events, **th.to_dict()) for d in run_dirs]
+    runs = [analyse_run(d, events=events, estimator=estimator, **th.to_dict()) for d in run_dirs]
     _warn_mixed_configs(runs)
     layers: dict[str, int] = {}
     for r in runs:

@@ -3,8 +3,8 @@
 `TensorBoardSink` writes through the user's own `SummaryWriter` (or one it opens
 in a run directory), so everything lands in one event file per writer: per
 measurement one numeric tensor holding every layer's `LayerMI` fields (wire
-format 2, see `wire`), the scalars `ib/I_XT/<layer>` and `ib/I_TY/<layer>` for
-the Scalars tab, phase events, and an optional information-versus-hardware
+format 2, see `wire`), the scalars `ib/I_XT/<layer>` and `ib/I_TY/<layer>`
+(`<layer>/<estimator>` for binned records) for the Scalars tab, phase events, and an optional information-versus-hardware
 table. The global step is the epoch. It is a sink like `JsonlSink`:
 `sink(records)` / `sink.write(records)`, then `close()`.
 """
@@ -172,8 +172,9 @@ class TensorBoardSink:
         # simple_value scalars that SummaryWriter.add_scalar writes, too.
         summary = plugin_summary(tag, tensor, self._metadata_once(tag, content))
         for rec in records:
-            summary.value.add(tag=f"ib/I_XT/{rec.layer}", simple_value=rec.i_xt)
-            summary.value.add(tag=f"ib/I_TY/{rec.layer}", simple_value=rec.i_ty)
+            name = rec.layer if rec.exact else f"{rec.layer}/{rec.estimator}"  # estimates get their own tag
+            summary.value.add(tag=f"ib/I_XT/{name}", simple_value=rec.i_xt)
+            summary.value.add(tag=f"ib/I_TY/{name}", simple_value=rec.i_ty)
         add_summary(self.writer, summary, s)
 
     __call__ = write  # a sink: plane.add_sink(TensorBoardSink(...))
