@@ -9,7 +9,6 @@ the truth: mi.jsonl and phases.jsonl are made to agree with it.
 from __future__ import annotations
 
 import copy
-import math
 import signal
 import sys
 import time
@@ -19,8 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ib_brevitas.experiments.paper_run import build_run, checkpoint_state, evaluate, restore, train_epoch
-from ib_brevitas.formatting import format_table
-from ib_brevitas.phases import format_verdicts
+from ib_brevitas.phases import format_verdicts, run_summary
 from ib_brevitas.records import LayerMI
 from ib_brevitas.rundir import RunDir, RunDirError
 
@@ -178,16 +176,21 @@ def final_metrics(rd: RunDir) -> dict[str, float]:
 
 def run_summary_text(records: list[LayerMI], verdicts: dict[str, Any], binned: list[LayerMI],
                      thresholds: dict[str, float]) -> tuple[dict[str, Any], str]:
-    """summary.json's verdicts (exact under "layers", binned per estimator under "binned") and summary.txt."""
+    """summary.json (exact under "layers", binned per estimator under "binned") and summary.txt.
+
+    `phases.run_summary` tables: one "peak" (the verdict's) in the table, the verdicts and the tab.
+    """
     exact = [r for r in records if r.exact]
-    parts = [summary_table(exact), format_verdicts(verdicts)] if exact else []
-    by_estimator = estimator_verdicts(binned, thresholds)
-    for label, vs in by_estimator.items():
-        parts += [f"\nbinned, {label} (an estimate, not exact MI):",
-                  summary_table([r for r in binned if r.estimator == label]), format_verdicts(vs)]
-    data = {"layers": [{"layer": name, **v.to_dict()} for name, v in verdicts.items()],
-            "binned": {label: [{"layer": name, **v.to_dict()} for name, v in vs.items()]
-                       for label, vs in by_estimator.items()}}
+    data: dict[str, Any] = {"layers": [], "binned": {}}
+    parts = []
+    if exact:
+        d, text = run_summary(exact, verdicts)
+        data.update(d)
+        parts = [text, format_verdicts(verdicts)]
+    for label, vs in estimator_verdicts(binned, thresholds).items():
+        d, text = run_summary([r for r in binned if r.estimator == label], vs)
+        data["binned"][label] = d["layers"]
+        parts += [f"\nbinned, {label} (an estimate, not exact MI):", text, format_verdicts(vs)]
     return data, "\n".join(parts)
 
 
@@ -251,18 +254,3 @@ def _adopt_records(rd: RunDir, run: Any, last: int) -> None:
     })
 
 
-def summary_table(records: list[LayerMI]) -> str:
-    """Per layer: I(X;T) and I(T;Y) at the first measurement, their maxima, and the last (one estimator's records)."""
-    by_layer: dict[str, list[LayerMI]] = {}
-    for r in sorted(records, key=lambda r: (r.layer_index, r.epoch)):
-        by_layer.setdefault(r.layer, []).append(r)
-    head = ["layer", "", "I(X;T) start", "max", "final", "I(T;Y) start", "max", "final"]
-    rows = []
-    for name, rs in by_layer.items():
-        xt, ty = [r.i_xt for r in rs], [r.i_ty for r in rs]
-        rows.append([name, "" if name == rs[0].label else rs[0].label]
-                    + [f"{v:.3f}" for v in (xt[0], max(xt), xt[-1], ty[0], max(ty), ty[-1])])
-    n = records[0].n_samples if records else 1
-    h_y = records[0].h_y if records else 0.0
-    return format_table(head, rows) + (f"\n(bits; bounds: I(X;T) <= log2 N = {math.log2(n):.3f}, "
-                                       f"I(T;Y) <= H(Y) = {h_y:.3f})")
