@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ib_brevitas.experiments.models import freeze_relu_ranges
 from ib_brevitas.experiments.paper_run import build_run, checkpoint_state, evaluate, restore, train_epoch
 from ib_brevitas.phases import format_verdicts, run_summary
 from ib_brevitas.records import LayerMI
@@ -29,6 +30,9 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
     run = build_run(config)
     epochs, every, start = config["epochs"], config["mi_every"], run.first_epoch
     last = _resume_point(rd, run) if resume else None
+    freeze = config.get("freeze_relu_after")
+    if freeze is not None and last is not None and last >= freeze:
+        freeze_relu_ranges(run.model)  # not in the checkpoint: frozen again on resume
     if not resume:  # a run killed before its first checkpoint may have left snapshots
         rd.truncate_snapshots(start - 1)
     rd.write_config(config)  # after the resume checks: it never names a length the records contradict
@@ -92,6 +96,8 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
         with stop:
             for epoch in bar:
                 train_loss = train_epoch(run, prefit=epoch <= 0)  # epochs -K+1..0 end the prefit's K epochs
+                if epoch == freeze:
+                    freeze_relu_ranges(run.model)
                 if due(epoch):
                     measure(epoch, train_loss)
                     top = plane.history[-1] if plane is not None and plane.history else None

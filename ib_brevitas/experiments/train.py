@@ -47,7 +47,7 @@ from ib_brevitas.phase_report import thresholds_from_args
 from ib_brevitas.rundir import IDENTITY_KEYS, RunDir, RunDirError
 
 # Settings a resumed run must share with the run it continues (besides IDENTITY_KEYS).
-RESUME_KEYS = (*IDENTITY_KEYS, "seed", "engine", "data_dir", "prefit_random", "estimators")
+RESUME_KEYS = (*IDENTITY_KEYS, "seed", "engine", "data_dir", "prefit_random", "estimators", "freeze_relu_after")
 PAPER_ESTIMATOR_LABELS = ("binning-uniform-30-global", "binning-uniform-100-global", "binning-uniform-256-global")
 
 
@@ -73,6 +73,15 @@ def validate(settings: dict[str, Any], args: argparse.Namespace) -> None:
         raise UsageError(f"--test-fraction must lie strictly between 0 and 1, got {settings['test_fraction']}")
     if settings.get("prefit_random", 0) < 0:
         raise UsageError(f"--prefit-random must be >= 0 (epochs on permuted labels), got {settings['prefit_random']}")
+    freeze = settings.get("freeze_relu_after")
+    if freeze is not None:
+        if not 1 <= freeze <= settings["epochs"]:
+            raise UsageError(f"--freeze-relu-ranges-after must lie in 1..--epochs (calibrate first), got {freeze}")
+        if settings.get("activation") == "tanh" or settings["bits"] == FLOAT_BITS:
+            raise UsageError("--freeze-relu-ranges-after needs quantized ReLU layers (tanh's grid is fixed already)")
+        if settings.get("engine") != "brevitas":
+            raise UsageError("--freeze-relu-ranges-after needs --engine brevitas (the fast engine replays the "
+                             "unfrozen range update)")
     net, dataset = settings.get("net", "syn"), settings.get("dataset", "syn")
     if net not in NETS:
         raise UsageError(f"--net: unknown network {net!r}; choose one of {', '.join(NETS)}")

@@ -18,7 +18,8 @@ FLOAT_BITS = 32  # models.FLOAT_BITS, here without importing torch
 # activation None: the net's own default (tanh for syn and mnist-4x10, ReLU for the others).
 SETTINGS = dict(net="syn", dataset="syn", data_dir=None, activation="tanh", bits=8, epochs=PAPER["epochs"],
                 mi_every=PAPER["mi_every"], seed=0, lr=PAPER["lr"], batch_size=PAPER["batch_size"],
-                test_fraction=PAPER["test_fraction"], engine="fast", prefit_random=0, estimators=None)
+                test_fraction=PAPER["test_fraction"], engine="fast", prefit_random=0, estimators=None,
+                freeze_relu_after=None)
 
 PREFIT_HELP = (
     "first train K epochs on randomly permuted labels (the training labels permuted once with the seed, during "
@@ -57,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the paper's binning-uniform-{30,100,256}-global. Binned records carry their label and are "
                         "computed from model snapshots at the end of the run (global bounds are known only then)")
     p.add_argument("--prefit-random", type=int, default=None, metavar="K", help=PREFIT_HELP)
+    p.add_argument("--freeze-relu-ranges-after", dest="freeze_relu_after", type=int, default=None, metavar="E",
+                   help="after epoch E, freeze the ReLU quantizers' calibrated ranges, so every later measurement "
+                        "uses the same grid and a fall of I(X;T) is not a coarser grid (needs --engine brevitas; "
+                        "see docs/data-and-models.md)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs (paper: 8000 for syn, 3000 for the mnist nets); with --resume a larger "
                         "value extends the run")
