@@ -147,3 +147,10 @@ def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict[str, Any]], boo
         rows = [r for r in read_jsonl(path) if keep(r)]
     write_jsonl(path, rows)
     return len(rows)
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """A matplotlib figure saved through `atomic_write` (format from the file's suffix)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".").lower(), **kwargs)
+    atomic_write(path, buf.getvalue())

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ib_brevitas.files import atomic_savefig
 from ib_brevitas.plots.panels import Panel, Series, load_runs, panels_for
 
 FORMATS = (".png", ".pdf", ".svg")
@@ -154,7 +155,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, 
         _draw_epochs(ax_ty, panel, "i_ty", "sd_ty", "I(T;Y) [bits]", panel.h_y, "H(Y)", log, spread, False)
         ax_ty.set_xlabel("epoch (log scale)" if log else "epoch")
     if out is not None:
-        fig.savefig(out, dpi=dpi)
+        atomic_savefig(fig, out, dpi=dpi)
     return fig
 
 
