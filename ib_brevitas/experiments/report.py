@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ib_brevitas.experiments.sweep_plan import UsageError, read_manifest
+from ib_brevitas.files import atomic_savefig
 from ib_brevitas.formatting import fmt, format_table
 from ib_brevitas.rundir import RunDir, RunDirError
 
@@ -106,7 +107,7 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
     paths = [d.path for d in measured]
     rel = figures.relative_to(out)
     fig = plot_runs(paths, figures / f"{cname}-mean.png", mean=True, dpi=dpi)
-    fig.savefig(figures / f"{cname}-mean.pdf")
+    atomic_savefig(fig, figures / f"{cname}-mean.pdf")
     save(seeds_figure(runs, cname), figures / f"{cname}-seeds", dpi=dpi)
     lines += [f"![{cname}: mean over seeds]({rel}/{cname}-mean.png)", "",
               f"Mean \u00b1 s.d. over seeds ([PDF]({rel}/{cname}-mean.pdf)).", "",

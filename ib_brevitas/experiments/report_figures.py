@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ib_brevitas.files import atomic_savefig
 from ib_brevitas.rundir import RunData
 from ib_brevitas.seedmean import MeanSeries, mean_sd
 
@@ -24,7 +25,7 @@ def save(fig, stem: Path, dpi: int = 130) -> list[Path]:
     """`stem`.png and `stem`.pdf."""
     paths = [stem.with_suffix(s) for s in FORMATS]
     for p in paths:
-        fig.savefig(p, dpi=dpi)
+        atomic_savefig(fig, p, dpi=dpi)
     return paths
 
 
