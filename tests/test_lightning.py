@@ -29,14 +29,6 @@ import lightning_tfc as lit  # noqa: E402
 EPOCHS = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _layer_order(records):
     return sorted(records, key=lambda r: (r.layer_index, r.epoch))
 
