@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from ib_brevitas.rundir import RunDir
 
-MNIST_TEST = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
+MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
 PAPER_LABELS = ["binning-uniform-30-global", "binning-uniform-100-global", "binning-uniform-256-global"]
 
 
@@ -208,7 +209,7 @@ def test_mnist_test_set_run(tmp_path):
                  "--epochs", "2", "--mi-every", "2", "--batch-size", "1024") == 0
     rd = RunDir(run_dir)
     config = rd.read_config()
-    assert config["engine"] == "fast" and config["data_dir"] == str(MNIST_TEST)
+    assert config["engine"] == "fast" and Path(config["data_dir"]) == MNIST_TEST.resolve()
     records = rd.read_records()
     assert sorted({r.epoch for r in records}) == [0, 2]
     assert [r.layer for r in records[:5]] == ["T1", "T2", "T3", "T4", "T5"]
