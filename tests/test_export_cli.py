@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from independent import hooked_codes
 
 from ib_brevitas.cli import main
 from ib_brevitas.experiments.data import syn_dataset
@@ -16,23 +16,6 @@ from ib_brevitas.experiments.models import syn_mlp
 from ib_brevitas.export import ExportReport
 from ib_brevitas.functional import entropy
 from ib_brevitas.rundir import RunDir, factory_spec
-
-
-def hooked_codes(model, x, names):
-    """Independent of the monitor and of verify: QuantTensor.int() of each act_quant, from hooks."""
-    codes, handles = {}, []
-    modules = dict(model.named_modules())
-    for name in names:
-        def hook(_m, _i, out, name=name):
-            codes[name] = out.int().reshape(out.value.shape[0], -1).numpy().astype(np.int64)
-
-        handles.append(modules[name].act_quant.register_forward_hook(hook))
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return codes
 
 
 def syn_run(path: Path, activation="relu", bits=4, seed=3, epoch=7) -> tuple[RunDir, torch.nn.Module]:

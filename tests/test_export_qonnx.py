@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from independent import hooked_codes
 from onnx import numpy_helper
 
 from ib_brevitas.experiments.data import syn_dataset
@@ -29,23 +30,6 @@ def seeded_syn(activation: str, bits: int, seed: int = 0):
         for i in range(1, 7):
             getattr(model, f"fc{i}").bias.uniform_(-0.5, 0.5)
     return model
-
-
-def hooked_codes(model, x, names):
-    """Independent of the monitor: QuantTensor.int() of each act_quant, straight from hooks."""
-    codes, handles = {}, []
-    modules = dict(model.named_modules())
-    for name in names:
-        def hook(_m, _i, out, name=name):
-            codes[name] = out.int().reshape(out.value.shape[0], -1).numpy().astype(np.int64)
-
-        handles.append(modules[name].act_quant.register_forward_hook(hook))
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return codes
 
 
 def graph_activation_codes(path, x):

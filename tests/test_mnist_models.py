@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from brevitas.quant_tensor import IntQuantTensor
+from independent import mi_by_np_unique
 from test_models import check_paper_initialisation
 
 from ib_brevitas import InformationPlane
 from ib_brevitas.experiments import data
 from ib_brevitas.experiments.models import NETS, PaperConv, PaperMLP, build_net, syn_loss
-from ib_brevitas.functional import entropy_from_counts
 
 MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
 # The listing of issue 12 (and the paper): input, hidden..., output.
@@ -57,14 +57,6 @@ def _independent_codes(model, x):
     for h in handles:
         h.remove()
     return seen
-
-
-def _mi_by_np_unique(codes, y):
-    _, t = np.unique(codes, axis=0, return_counts=True)
-    _, yc = np.unique(y, return_counts=True)
-    _, tyc = np.unique(np.concatenate([codes, y[:, None]], axis=1), axis=0, return_counts=True)
-    h_t = entropy_from_counts(t)
-    return h_t, h_t + entropy_from_counts(yc) - entropy_from_counts(tyc)
 
 
 def test_the_names_train_and_sweep_rely_on():
@@ -130,7 +122,7 @@ def test_found_layers_and_mi_match_independent_hooks(name):
     for r in plane.measure(epoch=0):
         want, bits = expected[r.layer]
         assert np.array_equal(codes[r.layer], want), r.layer
-        h_t, i_ty = _mi_by_np_unique(want, y.numpy())
+        h_t, i_ty = mi_by_np_unique(want, y.numpy())
         assert r.i_xt == pytest.approx(h_t, abs=1e-12) and r.i_ty == pytest.approx(i_ty, abs=1e-12)
         assert (r.width, r.bit_width, r.n_samples, r.estimator) == (want.shape[1], bits, N, "exact")
 

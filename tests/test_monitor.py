@@ -8,11 +8,11 @@ import torch
 from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant_tensor import IntQuantTensor
 from brevitas_examples.bnn_pynq.models import model_with_cfg
+from independent import mi_by_np_unique
 
 from ib_brevitas import InformationPlane, find_quant_layers
 from ib_brevitas.experiments.data import digits_as_mnist
 from ib_brevitas.experiments.paper_run import build_run, train_epoch
-from ib_brevitas.functional import entropy_from_counts
 
 BNN_PYNQ = ["tfc_1w1a", "tfc_2w2a", "sfc_1w1a", "lfc_1w1a", "cnv_1w1a", "cnv_2w2a"]
 N = 37  # no weight tensor has a leading dimension of 37
@@ -46,15 +46,6 @@ def _independent_codes(model, x):
     return seen
 
 
-def _mi_by_np_unique(codes, y):
-    _, t = np.unique(codes, axis=0, return_counts=True)
-    _, yc = np.unique(y, return_counts=True)
-    joint = np.concatenate([codes, y[:, None]], axis=1)
-    _, tyc = np.unique(joint, axis=0, return_counts=True)
-    h_t = entropy_from_counts(t)
-    return h_t, h_t + entropy_from_counts(yc) - entropy_from_counts(tyc)
-
-
 @pytest.mark.parametrize("name", BNN_PYNQ)
 def test_bnn_pynq_layers_and_mi_match_independent_hooks(name):
     torch.manual_seed(0)
@@ -68,7 +59,7 @@ def test_bnn_pynq_layers_and_mi_match_independent_hooks(name):
     records = plane.measure(epoch=0)
     for r in records:
         assert np.array_equal(codes[r.layer], expected[r.layer]), r.layer
-        h_t, i_ty = _mi_by_np_unique(expected[r.layer], y.numpy())
+        h_t, i_ty = mi_by_np_unique(expected[r.layer], y.numpy())
         assert r.i_xt == pytest.approx(h_t, abs=1e-12)
         assert r.i_ty == pytest.approx(i_ty, abs=1e-12)
         assert r.width == expected[r.layer].shape[1]
