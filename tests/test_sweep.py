@@ -234,3 +234,40 @@ def test_tasks_take_turns_across_configurations():
     names = lambda tasks: [[Path(p).name for p, _ in t] for t in tasks]  # noqa: E731
     assert names(_tasks(jobs, dirs, 1, 1)) == [["a-s0"], ["b-s0"], ["a-s1"], ["b-s1"], ["a-s2"], ["b-s2"]]
     assert names(_tasks(jobs, dirs, None, 2)) == [["a-s0", "a-s1"], ["b-s0", "b-s1"], ["a-s2"], ["b-s2"]]
+
+
+@pytest.mark.slow
+def test_ray_retries_a_task_whose_worker_was_killed(tmp_path, capsys):
+    """SIGKILL the Ray worker training a run mid-way: Ray re-executes the task, the run resumes, and every
+    run's records equal an uninterrupted run's (none lost, none repeated)."""
+    ray = pytest.importorskip("ray")
+    d = tmp_path / "sweep"
+    flags = ["--activation", "relu", "--epochs", "30", "--mi-every", "2", "--seeds", "0-1", "--checkpoint-secs", "0",
+             "--no-progress", "--seeds-per-task", "1", "--engine", "ray"]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result: list[int] = []
+        sweep = threading.Thread(target=lambda: result.append(_sweep(d, *flags)), daemon=True)
+        sweep.start()
+        victim = d / "syn-relu-8b-s1"
+        _wait_for(lambda: _measured_epochs(victim) >= 5 and (victim / "checkpoints" / "last.pt").exists(), 240,
+                  "the run's fifth measurement", sweep)
+        assert not (victim / "summary.json").exists(), "the run finished before it could be killed; lengthen it"
+        pid = int((victim / ".lock").read_text().split()[0])  # the Ray worker holding the run
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        sweep.join(timeout=300)
+        assert not sweep.is_alive(), "the sweep did not end after its worker was killed"
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    assert result == [0], err
+    for s in (0, 1):
+        run = d / f"syn-relu-8b-s{s}"
+        assert RunDir(run).summary_path("json").exists()
+        ref = tmp_path / f"ref{s}"
+        assert cli_main(["train", "--run-dir", str(ref), "--activation", "relu", "--epochs", "30", "--mi-every", "2",
+                         "--seed", str(s), "--no-progress"]) == 0
+        assert _rows(run) == _rows(ref), run.name
+        epochs = [r["epoch"] for r in read_jsonl(run / "mi.jsonl") if r["layer"] == "T1"]
+        assert epochs == list(range(0, 31, 2))  # each measurement once
