@@ -79,7 +79,10 @@ def _grid_text(manifest: dict[str, Any]) -> str:
     seeds = manifest["seeds"]
     span = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else " ".join(map(str, seeds))
     th = manifest.get("fixed", {}).get("phase_thresholds") or {}
-    return (f"Grid: {grid}; seeds {span} ({len(seeds)} per configuration); training step "
+    fixed = manifest.get("fixed", {})
+    data = "" if fixed.get("dataset") is None else f"; data set of the mnist nets {fixed['dataset']}" + (
+        f" ({fixed['data_dir']})" if fixed.get("data_dir") else "")
+    return (f"Grid: {grid}{data}; seeds {span} ({len(seeds)} per configuration); training step "
             f"{manifest.get('fixed', {}).get('engine', 'fast')}; phase thresholds "
             f"{', '.join(f'{k}={v}' for k, v in th.items()) or 'the defaults (docs/phases.md)'}. "
             "MI is exact (bits) on the whole probe set.")

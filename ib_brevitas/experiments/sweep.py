@@ -32,7 +32,6 @@ from ib_brevitas.experiments.sweep_plan import (
     check_sweep_dir,
     config_name,
     grid_from_args,
-    grid_points,
     write_manifest,
 )
 from ib_brevitas.formatting import format_table
@@ -63,28 +62,45 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[Job]]:
                                ("--max-retries", args.max_retries, 0)):
         if value is not None and value < least:
             raise UsageError(f"{flag} must be >= {least}, got {value}")
-    grid, seeds = grid_from_args(args, train.SETTINGS)
+    grid, points, seeds = grid_from_args(args)
     thresholds = thresholds_from_args(args)
     try:
         make_thresholds(thresholds)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
+    data = data_settings(args, grid["net"])
     engine = args.train_engine or train.SETTINGS["engine"]
     checks = argparse.Namespace(threads=1, checkpoint_secs=args.checkpoint_secs, resume=False, overwrite=False)
     sweep_dir = args.sweep_dir.resolve()
     jobs = []
-    for point in grid_points(grid):
-        cname = config_name(point, grid)
+    for point in points:
+        net_data = data if point["net"] != "syn" or grid["net"] == ["syn"] else {"dataset": "syn", "data_dir": None}
+        cname = config_name(point, grid, net_data["dataset"])
         for seed in seeds:
-            settings = {**train.SETTINGS, **point, "seed": seed, "engine": engine}
+            settings = {**train.paper_settings(point["net"]), **point, **net_data, "seed": seed, "engine": engine}
             try:
                 train.validate(settings, checks)
             except train.UsageError as e:
                 raise UsageError(str(e)) from None
             name = f"{cname}-s{seed}"
             jobs.append(Job(name, cname, train.new_config(settings, sweep_dir / name, thresholds)))
-    plan = {"grid": grid, "seeds": seeds, "fixed": {"engine": engine, "phase_thresholds": thresholds}}
-    return plan, jobs
+    fixed = {"engine": engine, "phase_thresholds": thresholds}
+    if grid["net"] != ["syn"]:  # the MNIST nets' data (a SYN sweep's manifest stays as it was)
+        fixed.update(data)
+    return {"grid": grid, "seeds": seeds, "fixed": fixed}, jobs
+
+
+def data_settings(args: argparse.Namespace, nets: list[str]) -> dict[str, Any]:
+    """--dataset and --data-dir as train takes them: the data of the mnist nets (default mnist), else syn."""
+    from ib_brevitas.experiments.train_args import DATASETS
+
+    dataset = args.dataset
+    if dataset is not None and dataset not in DATASETS:
+        raise UsageError(f"--dataset: unknown data set {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset is None:
+        dataset = "syn" if nets == ["syn"] else "mnist"
+    data_dir = None if args.data_dir is None else str(Path(args.data_dir).resolve())
+    return {"dataset": dataset, "data_dir": data_dir}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -95,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     with RunLock(sweep_dir / ".lock"):
         manifest = {
             "version": VERSION, **plan,
-            "configurations": {j.configuration: {k: j.config[k] for k in plan["grid"]} for j in jobs},
+            "configurations": {j.configuration: {k: j.config[k] for k in (*plan["grid"], "dataset")} for j in jobs},
             "runs": {j.name: j.configuration for j in jobs}, "sessions": [],
         }
         old = check_sweep_dir(sweep_dir, plan)

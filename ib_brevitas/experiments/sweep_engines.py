@@ -40,7 +40,8 @@ def is_done(rd: RunDir, epochs: int) -> bool:
 def train_task(task: Task, checkpoint_secs: float) -> list[dict[str, Any]]:
     """Train a task's runs in this process: skip finished ones, resume interrupted ones, start the rest.
 
-    Returns one {"path", "status", "seconds"} per run (status: skipped / resumed / trained).
+    Returns one {"path", "status", "seconds", "batch"} per run (status: skipped / resumed / trained;
+    batch: the seeds trained together with it, itself included).
     """
     from ib_brevitas.experiments.train import resumed_config
 
@@ -50,7 +51,7 @@ def train_task(task: Task, checkpoint_secs: float) -> list[dict[str, Any]]:
             rd = RunDir(path)
             locks.enter_context(rd.lock())  # another live process in it: RunDirLocked
             if is_done(rd, config["epochs"]):
-                results.append({"path": str(path), "status": "skipped", "seconds": 0.0})
+                results.append({"path": str(path), "status": "skipped", "seconds": 0.0, "batch": 0})
                 continue
             resume = rd.config_path.exists()  # a checkpoint or not: the resume path knows what to redo
             if resume:
@@ -87,7 +88,8 @@ def train_runs(runs: list[tuple[RunDir, dict, bool]], checkpoint_secs: float) ->
             if code != 0:
                 raise RuntimeError(f"{runs[0][0].path} and {len(runs) - 1} more: training stopped with exit code {code}")
             per = (time.monotonic() - t0) / len(runs)
-            return [{"path": str(rd.path), "status": "resumed" if r else "trained", "seconds": per} for rd, _, r in runs]
+            return [{"path": str(rd.path), "status": "resumed" if r else "trained", "seconds": per, "batch": len(runs)}
+                    for rd, _, r in runs]
         for rd, config, resume in runs:
             t0 = time.monotonic()
             code = train_and_measure(rd, config, resume=resume, threads=1, checkpoint_secs=checkpoint_secs,
@@ -95,7 +97,7 @@ def train_runs(runs: list[tuple[RunDir, dict, bool]], checkpoint_secs: float) ->
             if code != 0:
                 raise RuntimeError(f"{rd.path}: training stopped with exit code {code}")
             out.append({"path": str(rd.path), "status": "resumed" if resume else "trained",
-                        "seconds": time.monotonic() - t0})
+                        "seconds": time.monotonic() - t0, "batch": 1})
     return out
 
 

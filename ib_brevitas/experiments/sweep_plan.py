@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ib_brevitas.experiments.sweep_args import ACTIVATIONS, AXES, PRESETS
+from ib_brevitas.experiments.train_args import NET_NAMES, paper_settings
 from ib_brevitas.files import atomic_write_json
 
 MANIFEST = "sweep.json"
 VERSION = 1
-# A configuration's directory name: always activation and bits, plus each other axis the grid varies.
+# A configuration's directory name: always net (with its data set), activation and bits, plus each other axis
+# the grid varies.
 _NAME_PARTS = {"epochs": "e", "mi_every": "k", "lr": "lr", "batch_size": "bs", "test_fraction": "tf"}
 
 
@@ -60,40 +62,54 @@ def parse_seeds(items: list[str]) -> list[int]:
     return sorted(seeds)
 
 
-def grid_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> tuple[dict[str, list], list[int]]:
-    """The grid (axis -> values) and seeds the flags ask for: flag, else preset, else train's default."""
+def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, list], list[dict[str, Any]], list[int]]:
+    """The grid (axis -> values), its points (one per configuration) and the seeds the flags ask for.
+
+    An axis takes its flag's values, else the preset's, else each net's own (`paper_settings(net)`: the
+    MNIST nets' 3000 epochs, MI every 2 and activation). The points are, per net, every combination of
+    the axes; the grid lists each axis' values over all points (it names the sweep in its manifest).
+    """
     preset: dict[str, Any] = {}
     if args.preset is not None:
         if args.preset not in PRESETS:
             raise UsageError(f"--preset: unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[args.preset]
-    grid = {}
+    asked = {}
     for axis in AXES:
-        values = getattr(args, axis)
+        values = getattr(args, axis, None)
         if values is None:
-            values = preset.get(axis, [defaults[axis]])
+            values = preset.get(axis)
+        if values is None:
+            continue
         if not values:
             raise UsageError(f"--{axis.replace('_', '-')} has no values: the grid is empty; give at least one")
         if len(set(values)) < len(values):
             raise UsageError(f"--{axis.replace('_', '-')}: a value is given twice ({' '.join(map(str, values))})")
-        grid[axis] = list(values)
-    bad = [a for a in grid["activation"] if a not in ACTIVATIONS]
+        asked[axis] = list(values)
+    nets = asked.pop("net", ["syn"])
+    bad = [n for n in nets if n not in NET_NAMES]
+    if bad:
+        raise UsageError(f"--net: unknown network {bad[0]!r}; choose from {', '.join(NET_NAMES)}")
+    bad = [a for a in asked.get("activation", []) if a not in ACTIVATIONS]
     if bad:
         raise UsageError(f"--activation: unknown activation {bad[0]!r}; choose from {', '.join(ACTIVATIONS)}")
+    points = []
+    for net in nets:
+        own = paper_settings(net)
+        axes = {axis: asked.get(axis, [own[axis]]) for axis in AXES if axis != "net"}
+        points += [{"net": net, **dict(zip(axes, values))} for values in itertools.product(*axes.values())]
+    grid = {axis: list(dict.fromkeys(point[axis] for point in points)) for axis in AXES}
     seeds = args.seeds if args.seeds is not None else [preset.get("seeds", "0")]
-    return grid, parse_seeds(seeds)
+    return grid, points, parse_seeds(seeds)
 
 
-def config_name(point: dict[str, Any], grid: dict[str, list]) -> str:
-    """'syn-tanh-8b', plus '-e100' etc. for each other axis with several values in the grid."""
-    parts = [f"syn-{point['activation']}-{point['bits']}b"]
+def config_name(point: dict[str, Any], grid: dict[str, list], dataset: str = "syn") -> str:
+    """'syn-tanh-8b' (the SYN net), 'mnist-4x10-digits-tanh-8b' (an MNIST net on its data set, as train names
+    its runs), plus '-e100' etc. for each other axis with several values in the grid."""
+    net = point.get("net", "syn")
+    parts = [f"{'syn' if net == 'syn' else f'{net}-{dataset}'}-{point['activation']}-{point['bits']}b"]
     parts += [f"{tag}{point[axis]:g}" for axis, tag in _NAME_PARTS.items() if len(grid[axis]) > 1]
     return "-".join(parts)
-
-
-def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in flag order."""
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def manifest_path(sweep_dir: Path) -> Path:
@@ -125,7 +141,8 @@ def check_sweep_dir(sweep_dir: Path, plan: dict[str, Any]) -> dict[str, Any] | N
             raise UsageError(f"--sweep-dir {sweep_dir} is not empty and holds no {MANIFEST}; pass a new or empty "
                              "directory")
         return None
-    have = {**(old.get("grid") or {}), "seeds": old.get("seeds"), **(old.get("fixed") or {})}
+    # a manifest written before --net was an axis holds a SYN sweep
+    have = {"net": ["syn"], **(old.get("grid") or {}), "seeds": old.get("seeds"), **(old.get("fixed") or {})}
     want = {**plan["grid"], "seeds": plan["seeds"], **plan["fixed"]}
     diff = [k for k in {**want, **have} if have.get(k) != want.get(k)]
     if diff == ["seeds"] and set(have["seeds"] or []) <= set(want["seeds"]):
