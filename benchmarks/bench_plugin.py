@@ -1,7 +1,7 @@
 """The Information Plane tab at the scale of a sweep, in the real browser, against its targets.
 
     .venv/bin/python benchmarks/bench_plugin.py [--seeds 50] [--epochs 1000] [--layers 10]
-        [--logdir DIR] [--load-fast {true,false}] [--quick]
+        [--refreshes 5] [--logdir DIR] [--load-fast {true,false}] [--quick]
 
 1. writes a sweep with TensorBoardSink: SEEDS runs of one configuration, EPOCHS
    measurements x LAYERS layers each (what training pays per measurement);
@@ -10,7 +10,13 @@
    reads what the page reports: first read and draw (every seed's points
    fetched, the mean +- s.d. computed by the backend, all drawn: target
    <= 2 s for ~500,000 points, <= 5 s for 1,000,000), then appends one epoch
-   to one seed and times the refresh that shows it (target <= 0.3 s).
+   to one seed and times the refresh that shows it (target <= 0.3 s), REFRESHES
+   times (one seed after the other), and reports the median.
+The seeds are measured at epochs 1..EPOCHS, as a job measured after each epoch,
+and a refresh adds the next epoch: a poll of a running job, which keeps the
+axes, so the panel is updated in place. A refresh that moves the axes (a value
+beyond them, or the epoch where the automatic log axis turns on) draws the
+panel anew: that costs the fetch plus the "re-render of everything" figure.
 --quick: 5 seeds x 200 epochs. --logdir keeps the event files for later runs.
 """
 
@@ -22,6 +28,7 @@ import math
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +66,7 @@ def write_sweep(logdir: Path, seeds: int, epochs: int, layers: int) -> float:
     for seed in range(seeds):
         rng = random.Random(seed)
         with TensorBoardSink(log_dir=logdir / f"bench-s{seed}") as sink:
-            for e in range(epochs):
+            for e in range(1, epochs + 1):
                 sink.write(measurement(seed, e, epochs, names, rng))
         print(f"  wrote seed {seed + 1}/{seeds}", flush=True)
     return (time.perf_counter() - t0) / (seeds * epochs)
@@ -133,6 +140,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=1000, help="measurements per seed")
     parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--refreshes", type=int, default=5, help="refreshes timed, each adding one epoch to one seed")
     parser.add_argument("--quick", action="store_true", help="5 seeds x 200 measurements")
     parser.add_argument("--logdir", type=Path, default=None, help="keep/reuse the event files here")
     parser.add_argument("--load-fast", choices=["true", "false"], default="true",
@@ -142,7 +150,7 @@ def main() -> int:
         args.seeds, args.epochs = 5, 200
     total = args.seeds * args.epochs * args.layers
     logdir = args.logdir or Path(tempfile.mkdtemp(prefix="ib-bench-plugin-"))
-    marker = logdir / f"complete-{args.seeds}x{args.epochs}x{args.layers}"
+    marker = logdir / f"complete-epochs1-{args.seeds}x{args.epochs}x{args.layers}"
     write_s = None
     if not marker.exists():
         print(f"writing {args.seeds} seeds x {args.epochs} measurements x {args.layers} layers to {logdir} ...",
@@ -174,12 +182,19 @@ def main() -> int:
             # Refresh: one more epoch of one seed, written while the page is open.
             from ib_brevitas.tensorboard.summary import TensorBoardSink
 
-            renders = int(page.evaluate("document.body.dataset.renders"))
-            with TensorBoardSink(log_dir=logdir / "bench-s0") as sink:
-                sink.write(measurement(0, args.epochs, args.epochs, layer_names(args.layers), random.Random(1)))
-            page.wait_for_function("(n) => Number(document.body.dataset.renders) > n", arg=renders, timeout=120_000)
-            refresh_ms = float(page.evaluate("document.body.dataset.pollMs"))
-            refresh_render_ms = float(page.evaluate("document.body.dataset.renderMs"))
+            refresh_ms, refresh_render_ms, in_place = [], [], []
+            for k in range(args.refreshes):
+                renders = int(page.evaluate("document.body.dataset.renders"))
+                updated = int(page.evaluate("document.body.dataset.updated"))
+                seed = k % args.seeds
+                with TensorBoardSink(log_dir=logdir / f"bench-s{seed}") as sink:
+                    sink.write(measurement(seed, args.epochs + 1 + k // args.seeds, args.epochs,
+                                           layer_names(args.layers), random.Random(1)))
+                page.wait_for_function("(n) => Number(document.body.dataset.renders) > n", arg=renders,
+                                       timeout=120_000)
+                refresh_ms.append(float(page.evaluate("document.body.dataset.pollMs")))
+                refresh_render_ms.append(float(page.evaluate("document.body.dataset.renderMs")))
+                in_place.append(int(page.evaluate("document.body.dataset.updated")) > updated)
             load_avg = os.getloadavg()[0]
             drawn_after = page.evaluate(count)
             rerender = []
@@ -193,12 +208,14 @@ def main() -> int:
         proc.terminate()
         proc.wait(timeout=30)
         # leave the sweep as written, for the next run with --logdir
-        for f in (logdir / "bench-s0").glob("events.out.tfevents.*"):
+        for f in logdir.glob("bench-s*/events.out.tfevents.*"):
             if f.stat().st_mtime > marker.stat().st_mtime:
                 f.unlink()
 
     assert drawn == total, f"drawn {drawn} points, expected {total}"
-    assert drawn_after == total + args.layers, f"after the refresh {drawn_after} points, expected {total + args.layers}"
+    added = args.refreshes * args.layers
+    assert drawn_after == total + added, f"after the refreshes {drawn_after} points, expected {total + added}"
+    refresh_s = statistics.median(refresh_ms) / 1e3
     target = next((t for n, t in sorted(TARGETS.items()) if total <= n * 1.05), None)
     print(f"\ninformation-plane tab: {args.seeds} seeds x {args.epochs} measurements x {args.layers} layers "
           f"= {total:,} points, seeds grouped (--load_fast={args.load_fast})")
@@ -211,9 +228,11 @@ def main() -> int:
         ("  of which render + paint", f"{render_ms / 1e3:.3f} s"),
         ("  CPU of the TensorBoard server meanwhile", f"{first_cpu:.2f} s"),
         ("  CPU of the browser (chromium + driver) meanwhile", f"{first_bcpu:.2f} s"),
-        ("refresh adding one epoch (fetch + draw)", f"{refresh_ms / 1e3:.3f} s  (target <= {REFRESH_TARGET} s: "
-         f"{'met' if refresh_ms / 1e3 <= REFRESH_TARGET else 'NOT met'})"),
-        ("  of which render + paint", f"{refresh_render_ms / 1e3:.3f} s"),
+        (f"refresh adding one epoch (fetch + draw), median of {args.refreshes}",
+         f"{refresh_s:.3f} s  (target <= {REFRESH_TARGET} s: {'met' if refresh_s <= REFRESH_TARGET else 'NOT met'}); "
+         f"each: {' '.join(f'{v / 1e3:.3f}' for v in refresh_ms)}"),
+        ("  of which render + paint, median", f"{statistics.median(refresh_render_ms) / 1e3:.3f} s"),
+        ("  panel updated in place (not drawn anew)", f"{sum(in_place)} of {len(in_place)}"),
         ("re-render of everything (option switch), median", f"{sorted(rerender)[2] / 1e3:.3f} s"),
         ("machine load (1-min average) / CPUs", f"{load_avg:.1f} / {os.cpu_count()}"),
         ("points drawn / written", f"{drawn:,} / {total:,}; after the refresh {drawn_after:,}"),
@@ -221,7 +240,7 @@ def main() -> int:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
-    met = (target is None or first_s <= target) and refresh_ms / 1e3 <= REFRESH_TARGET
+    met = (target is None or first_s <= target) and refresh_s <= REFRESH_TARGET
     return 0 if met else 1
 
 

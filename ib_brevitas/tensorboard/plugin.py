@@ -41,7 +41,7 @@ from tensorboard.util import tb_logging
 from werkzeug import wrappers
 
 from ib_brevitas.seedmean import group_of
-from ib_brevitas.tensorboard import HARDWARE_TAG, PHASES_TAG, PLUGIN_NAME, STATIC_DIR, views, wire
+from ib_brevitas.tensorboard import HARDWARE_TAG, PHASES_TAG, PLUGIN_NAME, STATIC_DIR, tensors, views, wire
 from ib_brevitas.tensorboard.views import current_data  # noqa: F401  (public before views existed)
 
 __all__ = ["InformationPlanePlugin", "InformationPlaneLoader", "group_of", "current_data"]
@@ -122,6 +122,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         self._runs: OrderedDict[tuple[str, str], _Run] = OrderedDict()
         self._bodies: OrderedDict[tuple, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -153,14 +154,9 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
             run_tag_filter=None if run is None else provider.RunTagFilter(runs=[run]),
         )
 
-    def _read(self, request, runs: list[str], tags: list[str]) -> dict[str, dict[str, list[Any]]]:
-        return self._data_provider.read_tensors(
-            plugin_util.context(request.environ),
-            experiment_id=plugin_util.experiment_id(request.environ),
-            plugin_name=PLUGIN_NAME,
-            downsample=_KEEP_ALL,
-            run_tag_filter=provider.RunTagFilter(runs=runs, tags=tags),
-        )
+    def _read(self, request, runs: list[str], tags: list[str]) -> dict[str, dict[str, tensors.Series]]:
+        return tensors.read(self._data_provider, plugin_util.context(request.environ),
+                            plugin_util.experiment_id(request.environ), PLUGIN_NAME, runs, tags, _KEEP_ALL)
 
     def _series(self, request, run: str | None) -> dict[str, Any]:
         """The run's tag -> series map, or a 400/404 PublicError."""
@@ -191,16 +187,27 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         """The runs' decoded data; only runs whose version changed are re-read (in one call)."""
         listing = self._listing(request, runs)
         eid = plugin_util.experiment_id(request.environ)
-        out, stale = {}, []
-        for run in runs:
-            version = _version(listing[run])
-            with self._lock:
-                hit = self._runs.get((eid, run))
-            if hit is not None and hit.version == version:
-                out[run] = hit
-            else:
-                stale.append(run)
-        if stale:
+        out: dict[str, _Run] = {}
+
+        def stale_runs() -> list[str]:
+            stale = []
+            for run in runs:
+                with self._lock:
+                    hit = self._runs.get((eid, run))
+                if hit is not None and hit.version == _version(listing[run]):
+                    out[run] = hit
+                elif run not in out:
+                    stale.append(run)
+            return stale
+
+        if not stale_runs():
+            return out
+        # One reader at a time: the page asks for a sweep's seeds (plane) and their
+        # mean at once; the second request waits for the runs the first one decodes.
+        with self._read_lock:
+            stale = stale_runs()
+            if not stale:
+                return out
             tags = sorted({t for r in stale for t in listing[r]})
             data = self._read(request, stale, tags)
             for run in stale:
@@ -213,17 +220,17 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         return out
 
     @staticmethod
-    def _decode(run: str, series: dict[str, Any], data: dict[str, list[Any]]) -> _Run:
+    def _decode(run: str, series: dict[str, Any], data: dict[str, tensors.Series]) -> _Run:
         data = {t: d for t, d in data.items() if t in series}
         measurement_tags = [t for t in data if wire.is_measurement_tag(t)]
-        current = current_data(data, measurement_tags)
+        current = tensors.current(data, measurement_tags)
         contents = {t: _content(s) for t, s in series.items()}
         decoded = views.decode({t: current[t] for t in measurement_tags}, contents)
         phases, hardware, skipped = [], [], 0
         for tag, out in ((PHASES_TAG, phases), (HARDWARE_TAG, hardware)):
-            for d in current.get(tag, []):
+            for value in current[tag].values if tag in current else []:
                 try:
-                    out.append(wire.load_json(d.numpy))
+                    out.append(wire.load_json(value))
                 except (ValueError, UnicodeDecodeError, AttributeError):
                     skipped += 1
         return _Run(_version(series), _group(run, series), decoded, phases, hardware, skipped)

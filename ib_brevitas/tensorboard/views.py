@@ -9,7 +9,6 @@ warning shown by the page), so no route answers 500 for bad data.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -17,44 +16,22 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ib_brevitas.seedmean import group_of, mean_sd
-from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, wire
+from ib_brevitas.tensorboard import LAYER_TAG_PREFIX, tensors, wire
 
 
 def current_data(data: dict[str, list[Any]], layer_tags: list[str]) -> dict[str, list[Any]]:
-    """Drop data orphaned by a resumed run; keep the newest value per step, in step order.
-
-    A resumed run rewrites epochs from its checkpoint on (`SummaryWriter(purge_step=...)`).
-    TensorBoard's Rust loader drops the old values of a re-written tag, but not
-    of tags that are not re-written (e.g. phase events), and the Python loader
-    purges nothing unless the run's first writer also logged a session start.
-    So: a value at step s is orphaned when some measurement at a smaller step
-    was written later (training time runs forward with the epoch).
-    """
-    marks = sorted((d.step, d.wall_time) for t in layer_tags for d in data.get(t, []))
-    steps = [m[0] for m in marks]
-    newest_before, latest = [], -math.inf  # newest_before[i]: max wall time of marks[:i + 1]
-    for _, wall in marks:
-        latest = max(latest, wall)
-        newest_before.append(latest)
-
-    def orphaned(d) -> bool:
-        i = bisect.bisect_left(steps, d.step)  # marks[:i] have step < d.step
-        return i > 0 and newest_before[i - 1] > d.wall_time
-
-    out = {}
-    for tag, datums in data.items():
-        by_step = {}
-        for d in datums:
-            if not orphaned(d) and (d.step not in by_step or d.wall_time >= by_step[d.step].wall_time):
-                by_step[d.step] = d
-        out[tag] = [by_step[s] for s in sorted(by_step)]
-    return out
+    """`tensors.current` on lists of datums (step, wall_time, numpy): what a resumed run left current."""
+    series = {}
+    for t, d in data.items():
+        s = tensors.Series.of_datums(d)
+        series[t] = tensors.Series(s.steps, s.walls, list(d))
+    return {t: s.values for t, s in tensors.current(series, layer_tags).items()}
 
 
-def decode(current: Mapping[str, list[Any]], contents: Mapping[str, dict[str, Any]]) -> wire.Decoded:
+def decode(current: Mapping[str, tensors.Series], contents: Mapping[str, dict[str, Any]]) -> wire.Decoded:
     """Decode every measurement series (both wire formats); a future version is refused with a warning."""
     decoded = wire.Decoded()
-    for tag, datums in current.items():
+    for tag, series in current.items():
         if not wire.is_measurement_tag(tag):
             continue
         content = contents.get(tag, {})
@@ -62,7 +39,7 @@ def decode(current: Mapping[str, list[Any]], contents: Mapping[str, dict[str, An
         if problem:
             decoded.warnings.append(problem)
             continue
-        arrays = [d.numpy for d in datums]
+        arrays = series.values
         if tag.startswith(LAYER_TAG_PREFIX):
             wire.decode_v1(decoded, tag, arrays)
         else:

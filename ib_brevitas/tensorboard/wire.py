@@ -139,7 +139,7 @@ def _valid_rows(a: np.ndarray, cols: dict[str, int]) -> np.ndarray:
 def decode_v2(decoded: Decoded, tag: str, content: dict[str, Any], arrays: Iterable[Any]) -> None:
     """Add the values of one v2 measurement series (arrays of shape (layers, fields))."""
     fields, layers, estimators = content.get("fields"), content.get("layers"), content.get("estimators")
-    arrays = list(arrays)
+    arrays = arrays if isinstance(arrays, np.ndarray) else list(arrays)
     if (not isinstance(fields, list) or not isinstance(layers, list) or not isinstance(estimators, list)
             or len(layers) != len(estimators) or not all(isinstance(x, str) for x in layers + estimators)
             or any(f not in fields for f in FIELDS)):
@@ -148,16 +148,19 @@ def decode_v2(decoded: Decoded, tag: str, content: dict[str, Any], arrays: Itera
         return
     cols = {f: i for i, f in enumerate(fields)}
     shape = (len(layers), len(fields))
-    good = []
-    for a in arrays:
-        a = np.asarray(a)
-        if a.shape == shape and a.dtype.kind == "f":
-            good.append(a.astype(np.float64, copy=False))
-        else:
-            decoded.skipped += len(layers)
-    if not good:
-        return
-    stack = np.stack(good)  # (T, L, F)
+    if isinstance(arrays, np.ndarray) and arrays.shape[1:] == shape and arrays.dtype.kind == "f":
+        stack = arrays.astype(np.float64, copy=False)  # already stacked (tensors.read): (T, L, F)
+    else:
+        good = []
+        for a in arrays:
+            a = np.asarray(a)
+            if a.shape == shape and a.dtype.kind == "f":
+                good.append(a.astype(np.float64, copy=False))
+            else:
+                decoded.skipped += len(layers)
+        if not good:
+            return
+        stack = np.stack(good)  # (T, L, F)
     ok = _valid_rows(stack, cols)
     decoded.skipped += int((~ok).sum())
     for j, (layer, estimator) in enumerate(zip(layers, estimators)):

@@ -6,8 +6,9 @@
 // by the backend's `mean` route, the same code as `ib-brevitas plot --mean`).
 // Each run's data are fetched and kept separately: a run that fails shows its
 // error in its own panel, and the others keep drawing and updating.
-// For tests: after each render <body> gets data-ready="true", data-render-ms
-// and data-renders; the first load sets data-load-ms, a poll with new data data-poll-ms.
+// For tests: after each render <body> gets data-ready="true", data-render-ms,
+// data-renders and data-updated (group panels drawn in place so far); the first
+// load sets data-load-ms, a poll with new data data-poll-ms.
 
 import { el, hideTip } from "./dom.js";
 import { fetchHardware, fetchMean, fetchPhases, fetchPlane, fetchPoints, fetchVersions, isEmbedded } from "./api.js";
@@ -34,6 +35,7 @@ const state = {
   data: new Map(),       // run -> {version, full, points, phases, hardware, error}
   means: new Map(),      // JSON.stringify(runs) -> {version, body, error}
   renders: 0,
+  updated: 0,            // group panels drawn in place (a refresh that only added seed points)
   charts: [],            // redraw callbacks of every chart on screen
   panels: new Map(),     // panel key -> {sig, node, models, charts}: reused while unchanged
 };
@@ -76,7 +78,7 @@ function logEpoch(series) {
 // Fetch what the panels need and changed since last time; errors stay per run.
 async function refresh(plan) {
   const jobs = [];
-  const means = [];  // after the runs: the mean route then finds every run decoded
+  const means = [];  // asked at once with the runs: the server decodes each run once for both
   for (const p of plan) {
     const members = p.kind === "run" ? [p.run] : p.runs;
     const full = p.kind === "run";
@@ -121,8 +123,7 @@ async function refresh(plan) {
       }
     }
   }
-  await Promise.all(jobs);
-  await Promise.all(means.map((f) => f()));
+  await Promise.all([...jobs, ...means.map((f) => f())]);
   return jobs.length + means.length > 0;
 }
 
@@ -217,27 +218,54 @@ function runPanel(run, group, { models, charts }) {
   return s;
 }
 
-function groupPanel(group, runs, { models, charts }) {
+// What a group panel shows, from the state: its view (null: nothing to draw), texts and
+// warnings; `shape` is what must not change for the panel to be updated in place.
+function groupView(group, runs, charts) {
   const m = state.means.get(JSON.stringify(runs)) || { error: "loading\u2026" };
   const series = seriesOf(m.body);
   const names = runs.length > 4 ? `${runs.slice(0, 3).join(", ")} \u2026 ${runs[runs.length - 1]}` : runs.join(", ");
-  const s = section({ "data-group": group }, group, `mean \u00b1 s.d. over ${runs.length} runs (${names}); ${describe(series)}`);
+  const subtitle = `mean \u00b1 s.d. over ${runs.length} runs (${names}); ${describe(series)}`;
   const seeds = runs.map((run) => ({ run, d: state.data.get(run) })).filter((x) => x.d && x.d.points)
     .map(({ run, d }) => ({ run, series: seriesOf(d.points) }));
-  const warn = warningsOf([m.body, ...runs.map((r) => (state.data.get(r) || {}).points)],
-    [m.error, ...runs.map((r) => (state.data.get(r) || {}).error && `${r}: ${state.data.get(r).error}`)]);
+  const bodies = [m.body, ...runs.map((r) => (state.data.get(r) || {}).points)];
+  const errors = [m.error, ...runs.map((r) => (state.data.get(r) || {}).error && `${r}: ${state.data.get(r).error}`)];
+  const drawable = series.some((x) => x.epoch.length);
+  const model = modelKey(series);
+  const view = drawable ? { series, seeds, bounds: m.body.bounds, mean: true, title: group, events: [],
+    opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts, updates: [] } : null;
+  const shape = JSON.stringify([drawable, model, view && view.opts, seeds.map((x) => x.run), errors,
+    bodies.map((b) => [(b && b.skipped) || 0, (b && b.warnings) || []])]);
+  return { series, subtitle, bodies, errors, model, view, shape };
+}
+
+function groupPanel(group, runs, { models, charts }, g = groupView(group, runs, charts)) {
+  const s = section({ "data-group": group }, group, g.subtitle);
+  const warn = warningsOf(g.bodies, g.errors);
   if (warn) s.appendChild(warn);
-  if (!series.some((x) => x.epoch.length)) {
+  if (!g.view) {
     s.appendChild(el("div", { class: "ip-empty" }, "Nothing to draw for this configuration yet."));
     return s;
   }
-  const model = modelKey(series);
-  models.set(model, models.get(model) || { key: model, caption: group, series, shown: [] });
-  models.get(model).shown.push(...series);
-  const view = { series, seeds, bounds: m.body.bounds, mean: true, title: group, events: [],
-    opts: { logEpoch: logEpoch(series), spread: state.spread }, hidden: isHidden(model), charts };
-  s.append(drawPlane(view), drawEpochs(view));
+  models.set(g.model, models.get(g.model) || { key: g.model, caption: group, series: g.series, shown: [] });
+  models.get(g.model).shown.push(...g.series);
+  s.append(drawPlane(g.view), drawEpochs(g.view));
+  s.ibUpdates = g.view.updates;
   return s;
+}
+
+// A group panel whose seeds only gained points: drawn in place (the new seed
+// points and the moved mean), or null when it must be drawn anew.
+function updateGroupPanel(p, hit) {
+  if (!hit.shape || !hit.node.ibUpdates) return null;
+  const charts = [];
+  const g = groupView(p.group, p.runs, charts);
+  if (g.shape !== hit.shape) return null;
+  const apply = hit.node.ibUpdates.map((u) => u(g.view));
+  if (!apply.every(Boolean)) return null;
+  apply.forEach((f) => f());
+  hit.node.querySelector(".ip-sub").textContent = g.subtitle;
+  const models = new Map([[g.model, { key: g.model, caption: p.group, series: g.series, shown: [...g.series] }]]);
+  return { models, charts: hit.charts, shape: hit.shape };
 }
 
 function drawSelectors() {
@@ -284,9 +312,23 @@ function buildPanel(p) {
   const sig = signature(p);
   const hit = state.panels.get(key);
   if (hit && hit.sig === sig) return { ...hit, fresh: false };
+  const updated = hit && p.kind === "group" ? updateGroupPanel(p, hit) : null;
+  if (updated) {
+    const entry = { ...hit, ...updated, sig };
+    state.panels.set(key, entry);
+    state.updated += 1;
+    return { ...entry, fresh: false };
+  }
   const ctx = { models: new Map(), charts: [] };
-  const node = p.kind === "run" ? runPanel(p.run, p.group, ctx) : groupPanel(p.group, p.runs, ctx);
-  const entry = { sig, node, models: ctx.models, charts: ctx.charts };
+  let shape = null;
+  let node;
+  if (p.kind === "run") node = runPanel(p.run, p.group, ctx);
+  else {
+    const g = groupView(p.group, p.runs, ctx.charts);
+    shape = g.shape;
+    node = groupPanel(p.group, p.runs, ctx, g);
+  }
+  const entry = { sig, node, models: ctx.models, charts: ctx.charts, shape };
   state.panels.set(key, entry);
   return { ...entry, fresh: true };
 }
@@ -336,6 +378,7 @@ function drawAll() {
     state.renders += 1;
     document.body.dataset.renderMs = (performance.now() - t0).toFixed(1);
     document.body.dataset.renders = String(state.renders);
+    document.body.dataset.updated = String(state.updated);
     document.body.dataset.ready = "true";
   }));
 }

@@ -68,4 +68,5 @@ export function drawColorBar(svg, box, scale) {
     transform: `translate(${x + 52},${(bottom + top) / 2}) rotate(-90)`,
   }, scale.log ? "epoch (log)" : "epoch"));
   svg.appendChild(g);
+  return g;
 }

@@ -36,7 +36,24 @@ export function chart(box, cls) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const svg = svgEl("svg", { class: cls, width: box.w, height: box.h, viewBox: `0 0 ${box.w} ${box.h}` });
   wrap.append(canvas, svg);
-  return { wrap, ctx, svg, clear: () => ctx.clearRect(0, 0, box.w, box.h) };
+  // The faint seeds of a sweep live on a layer of their own (not in the page): a
+  // refresh strokes only what it adds there, then the chart is composed again.
+  const layer = document.createElement("canvas");
+  layer.width = canvas.width;
+  layer.height = canvas.height;
+  const back = layer.getContext("2d");
+  back.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const compose = () => {
+    ctx.save();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(layer, 0, 0);
+    ctx.restore();
+  };
+  return {
+    wrap, ctx, svg, back, compose,
+    clear: () => ctx.clearRect(0, 0, box.w, box.h),
+    clearBack: () => back.clearRect(0, 0, box.w, box.h),
+  };
 }
 
 // The one tooltip of the page: rows of [text, data-field] pairs.

@@ -4,7 +4,9 @@
 
 import { chart, hideTip, showTip, svgEl } from "./dom.js";
 import { drawAxes, drawBound } from "./axes.js";
-import { epochScale, extent, fmt4, layerColor, linear, strokeFaint, tracePolyline } from "./scales.js";
+import {
+  epochAxisEnd, epochScale, extent, fmt4, layerColor, linear, mergeExtent, seedGrowth, strokeFaint, tracePolyline,
+} from "./scales.js";
 
 const EPOCHS = { w: 440, h: 350, l: 52, r: 84, t: 34, b: 38, gap: 30 };
 // One shape per phase event kind (ib_brevitas.phases.EVENT_KINDS), as SVG paths around (0, 0).
@@ -47,23 +49,40 @@ function legend(svg, kinds) {
   svg.appendChild(g);
 }
 
-// view: {series, seeds, bounds, events, mean, opts: {logEpoch, spread}, hidden(label), charts}
-export function drawEpochs(view) {
-  const { series, seeds = [], bounds, events = [], opts } = view;
-  const c = chart(EPOCHS, "ip-epochs");
-  const { svg } = c;
-  const ext = extent([...series, ...seeds.flatMap((s) => s.series)]);
+// The chart's axes for these extents; `key` tells whether two draws share them.
+function epochAxes(ext, bounds, log) {
   let { lo, hi } = ext;
   if (!(lo <= hi)) { lo = 0; hi = 1; }
-  if (lo === hi) { hi = lo + 1; lo = Math.max(0, lo - 1); }
+  if (lo === hi) { hi = lo + 1; if (lo !== 0) lo -= 1; }
+  const end = epochAxisEnd(lo, hi, log);
   const half = (EPOCHS.h - EPOCHS.t - EPOCHS.b - EPOCHS.gap) / 2;
-  const xs = epochScale(lo, hi, EPOCHS.l, EPOCHS.w - EPOCHS.r, opts.logEpoch);
+  const xs = epochScale(lo, end, EPOCHS.l, EPOCHS.w - EPOCHS.r, log);
   const parts = [
     { key: "i_xt", sd: "sd_xt", label: "I(X;T)", top: EPOCHS.t, max: Math.max(ext.maxX, bounds.log2_n ?? 0), bound: bounds.log2_n, name: "log\u2082N" },
     { key: "i_ty", sd: "sd_ty", label: "I(T;Y)", top: EPOCHS.t + half + EPOCHS.gap, max: Math.max(ext.maxY, bounds.h_y ?? 0), bound: bounds.h_y, name: "H(Y)" },
   ];
+  for (const part of parts) part.ys = linear(0, (part.max || 1) * 1.1, part.top + half, part.top);
+  return { lo, hi, half, xs, parts, key: `${lo} ${end} ${parts[0].ys.hi} ${parts[1].ys.hi} ${bounds.log2_n} ${bounds.h_y}` };
+}
+
+// view: {series, seeds, bounds, events, mean, opts: {logEpoch, spread}, hidden(label), charts, updates}
+// (view.updates: as in drawPlane, an update in place when the axes stay).
+export function drawEpochs(view) {
+  const { seeds = [], events = [], opts } = view;
+  let { series } = view;
+  const { bounds } = view;
+  const c = chart(EPOCHS, "ip-epochs");
+  const { svg } = c;
+  let seedExt = extent(seeds.flatMap((s) => s.series));
+  const { lo, hi, half, xs, parts, key } = epochAxes(mergeExtent(seedExt, extent(series)), bounds, opts.logEpoch);
+  if (lo < 0) {  // a random-label prefit: its epochs shaded and named
+    const x1 = Math.min(xs.map(0), EPOCHS.w - EPOCHS.r);
+    for (const part of parts) {
+      svg.appendChild(svgEl("rect", { x: EPOCHS.l, y: part.top, width: Math.max(0, x1 - EPOCHS.l), height: half, class: "ip-prefit-band" }));
+    }
+    svg.appendChild(svgEl("text", { x: EPOCHS.l + 3, y: parts[0].top + 11, class: "ip-prefit-label" }, "random-label prefit"));
+  }
   for (const part of parts) {
-    part.ys = linear(0, (part.max || 1) * 1.1, part.top + half, part.top);
     const box = { ...EPOCHS, t: part.top, h: part.top + half + EPOCHS.b };
     drawAxes(svg, box, xs, part.ys, part.key === "i_ty" ? (opts.logEpoch ? "epoch (log)" : "epoch") : "", `${part.label} [bits]`);
     if (part.bound !== null) drawBound(svg, box, "hy", part.ys.map(part.bound), part.name);
@@ -94,21 +113,35 @@ export function drawEpochs(view) {
       markers.appendChild(m);
     }
   }
-  // Pixels computed once per chart; a redraw (toggle, theme) only paints.
-  const project = (a, map) => {
+  // Pixels computed once per chart (a seed's new points only, on a refresh); a redraw (toggle, theme) only paints.
+  const project = (a, map, old = null) => {
     const out = new Float32Array(a.length);
-    for (let i = 0; i < a.length; i++) out[i] = map(a[i]);
+    const from = old ? old.length : 0;
+    if (old) out.set(old);
+    for (let i = from; i < a.length; i++) out[i] = map(a[i]);
     return out;
   };
-  const faint = seeds.flatMap(({ series: ss }) => ss.filter((s) => s.epoch.length > 1).map((s) => ({
-    s, px: project(s.epoch, xs.map), py: parts.map((part) => project(s[part.key], part.ys.map)),
-  })));
+  const projectSeed = (s, old = null) => ({
+    s, px: project(s.epoch, xs.map, old && old.px), py: parts.map((part, k) => project(s[part.key], part.ys.map, old && old.py[k])),
+  });
+  const faint = seeds.map(({ series: ss }) => ss.map((s) => projectSeed(s)));
+  const alpha = seeds.length > 10 ? 0.25 : 0.35;
+  const strokeSeeds = (lines) => {
+    for (const k of parts.keys()) strokeFaint(c.back, lines.map((f) => ({ s: f.s, px: f.px, py: f.py[k] })), view.hidden, alpha);
+  };
+  let faintDrawn = null;  // the hidden layers the seeds' layer was drawn with
+  const hiddenKey = () => series.map((s) => (view.hidden(s.label) ? 1 : 0)).join("");
   const draw = () => {
     const { ctx } = c;
+    if (faint.length && faintDrawn !== hiddenKey()) {
+      c.clearBack();
+      strokeSeeds(faint.flat());
+      faintDrawn = hiddenKey();
+    }
     c.clear();
-    for (const [k, part] of parts.entries()) {
+    if (faint.length) c.compose();
+    for (const part of parts) {
       const Y = (v) => part.ys.map(v);
-      strokeFaint(ctx, faint.map((f) => ({ s: f.s, px: f.px, py: f.py[k] })), view.hidden, seeds.length > 10 ? 0.25 : 0.35);
       for (const s of series) {
         if (view.hidden(s.label) || !s.epoch.length) continue;
         const color = layerColor(s.index);
@@ -141,5 +174,29 @@ export function drawEpochs(view) {
     for (const m of markers.children) m.style.display = view.hidden(m.dataset.label) ? "none" : "";
   };
   view.charts.push(draw);
+
+  if (view.updates) {
+    view.updates.push((next) => {
+      const grown = seedGrowth(seeds, next.seeds || []);
+      if (!grown || (next.events || []).length || events.length) return null;
+      let nextSeedExt = seedExt;
+      for (const { k, j, from } of grown) nextSeedExt = mergeExtent(nextSeedExt, extent([next.seeds[k].series[j]], from));
+      if (epochAxes(mergeExtent(nextSeedExt, extent(next.series)), next.bounds, opts.logEpoch).key !== key) return null;
+      return () => {
+        const tails = [];
+        for (const { k, j, from } of grown) {
+          const f = faint[k][j];
+          Object.assign(f, projectSeed(next.seeds[k].series[j], f));
+          const at = Math.max(0, from - 1);  // from the last point drawn on
+          tails.push({ s: f.s, px: f.px.subarray(at), py: f.py.map((p) => p.subarray(at)) });
+        }
+        for (const [k, seed] of next.seeds.entries()) seeds[k] = seed;
+        if (faintDrawn === hiddenKey()) strokeSeeds(tails);
+        series = next.series;
+        seedExt = nextSeedExt;
+        draw();
+      };
+    });
+  }
   return c.wrap;
 }

@@ -44,19 +44,35 @@ export function linear(lo, hi, a, b) {
   return { lo, hi, log: false, map: (v) => a + (v - lo) * k, ticks: (n = 5) => niceTicks(lo, hi, n) };
 }
 
-// Epoch scale: linear, or logarithmic in (epoch + 1) so that epoch 0 has a place.
+// Epoch scale: linear, or logarithmic in (epoch + 1) so that epoch 0 has a place
+// (a random-label prefit's negative epochs mirrored: -log10(1 - epoch)).
 export function epochScale(lo, hi, a, b, log) {
   if (!log) return linear(lo, hi, a, b);
-  const f = (v) => Math.log10(Math.max(v, 0) + 1);
+  const f = (v) => (v >= 0 ? Math.log10(v + 1) : -Math.log10(1 - v));
   const flo = f(lo);
   const k = f(hi) > flo ? (b - a) / (f(hi) - flo) : 0;
   const ticks = () => {
-    const out = lo <= 0 ? [0] : [];
+    const out = lo <= 0 && hi >= 0 ? [0] : [];
     for (let d = 1; d <= hi; d *= 10) if (d >= lo) out.push(d);
+    for (let d = 1; -d >= lo; d *= 10) if (-d <= hi) out.push(-d);
     if (out.length < 3) for (const d of [3, 30, 300, 3000, 30000]) if (d >= lo && d <= hi) out.push(d);
     return out.sort((u, v) => u - v);
   };
   return { lo, hi, log: true, map: (v) => a + (f(v) - flo) * k, ticks };
+}
+
+// The end of an epoch axis: the last epoch rounded up (half a tick step on a
+// linear axis, a tenth of a decade on a log axis), so that a few new epochs of
+// a running job fit on the same axis and the refresh only draws what they add.
+export function epochAxisEnd(lo, hi, log) {
+  if (log) {
+    if (hi <= 0) return hi;
+    const d = Math.log10(hi + 1);
+    return Math.max(hi, Math.round(10 ** (Math.ceil(d * 10 - 1e-9) / 10)) - 1);
+  }
+  const ticks = niceTicks(lo, hi, 5);
+  const step = ticks.length > 1 ? (ticks[1] - ticks[0]) / 2 : 0;
+  return step > 0 ? Math.ceil(hi / step - 1e-9) * step : hi;
 }
 
 // The share t in [0, 1] of an epoch along the colour scale.
@@ -87,23 +103,53 @@ export function fmt4(v) {
   return typeof v === "number" ? v.toFixed(4) : "\u2013";
 }
 
-// Lowest and highest epoch and the largest values (plus spread) of some series.
-export function extent(series) {
+// Lowest and highest epoch and the largest values (plus spread) of some series,
+// each from its point `from` on (a refresh: only what it added).
+export function extent(series, from = 0) {
   let lo = Infinity;
   let hi = -Infinity;
   let maxX = 0;
   let maxY = 0;
   for (const s of series) {
     const n = s.epoch.length;
-    if (!n) continue;
-    lo = Math.min(lo, s.epoch[0]);
+    if (n <= from) continue;
+    lo = Math.min(lo, s.epoch[from]);
     hi = Math.max(hi, s.epoch[n - 1]);
-    for (let i = 0; i < n; i++) {
+    for (let i = from; i < n; i++) {
       maxX = Math.max(maxX, s.i_xt[i] + (s.sd_xt ? s.sd_xt[i] : 0));
       maxY = Math.max(maxY, s.i_ty[i] + (s.sd_ty ? s.sd_ty[i] : 0));
     }
   }
   return { lo, hi, maxX, maxY };
+}
+
+export function mergeExtent(a, b) {
+  return { lo: Math.min(a.lo, b.lo), hi: Math.max(a.hi, b.hi), maxX: Math.max(a.maxX, b.maxX), maxY: Math.max(a.maxY, b.maxY) };
+}
+
+// What a refresh did to a sweep's seeds: null when it is not a pure extension
+// (another run list, a series gone or rewritten), else per seed the series that
+// gained points: [{k (seed), j (series), from (old length)}]. Unchanged seeds keep their arrays.
+export function seedGrowth(before, after) {
+  if (before.length !== after.length) return null;
+  const grown = [];
+  for (let k = 0; k < before.length; k++) {
+    const a = before[k];
+    const b = after[k];
+    if (a.run !== b.run || a.series.length !== b.series.length) return null;
+    if (a.series === b.series) continue;
+    for (let j = 0; j < a.series.length; j++) {
+      const u = a.series[j];
+      const v = b.series[j];
+      if (u.layer !== v.layer || u.estimator !== v.estimator || v.epoch.length < u.epoch.length) return null;
+      const n = u.epoch.length;
+      for (let i = 0; i < n; i++) {
+        if (u.epoch[i] !== v.epoch[i] || u.i_xt[i] !== v.i_xt[i] || u.i_ty[i] !== v.i_ty[i]) return null;
+      }
+      if (v.epoch.length > n) grown.push({ k, j, from: n });
+    }
+  }
+  return grown;
 }
 
 // Trace a polyline, skipping vertices within `step` pixels (default half a pixel) of the last one kept.
