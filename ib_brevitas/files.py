@@ -4,7 +4,9 @@
 crash at any instant leaves either the old file or the new one, never a mix; a
 failed write removes its temp file and a full disk is reported with the path.
 JSON-lines logs are append-only, flushed and fsync'ed after each batch: a crash
-loses at most the batch being written. A final line without its newline is an
+loses at most the batch being written (`sync=False` leaves the fsync to a later
+`sync_files`, e.g. before a checkpoint: a killed process loses nothing written,
+an OS crash at most what came after the last sync). A final line without its newline is an
 interrupted write: readers drop it (with a warning) and `truncate_jsonl` removes
 it before a resumed run appends. Any other bad line is a corrupt log and raises
 a ValueError naming the file and line.
@@ -75,8 +77,8 @@ def _lines(rows: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows)
 
 
-def append_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
-    """Append rows as JSON lines, then flush and fsync so they survive a crash."""
+def append_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]], sync: bool = True) -> None:
+    """Append rows as JSON lines, then flush and (if `sync`) fsync so they survive a crash."""
     lines = _lines(rows)
     if not lines:
         return
@@ -85,9 +87,27 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Non
         with open(path, "a", encoding="utf-8") as f:
             f.write(lines)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
     except OSError as e:
         raise _disk_error(path, e) from None
+
+
+def sync_files(paths: Iterable[str | os.PathLike]) -> None:
+    """fsync each existing file of `paths` (what `append_jsonl(..., sync=False)` left in the OS cache)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise _disk_error(Path(path), e) from None
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise _disk_error(Path(path), e) from None
+        finally:
+            os.close(fd)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:

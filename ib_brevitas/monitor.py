@@ -156,14 +156,16 @@ class InformationPlane:
         self.add_sink(tensorboard_sink(writer))
 
     def record_to(self, run_dir: Any, writer: Any = None, phases: bool = True,
-                  on_events: Callable[[list[Any]], Any] | None = None, **thresholds: float) -> Any:
+                  on_events: Callable[[list[Any]], Any] | None = None, sync: bool = True,
+                  **thresholds: float) -> Any:
         """Write records to `run_dir`'s mi.jsonl (+ phase events, + `writer`'s TensorBoard data).
 
         The run directory is made to agree with this plane first: after
         `load_state_dict`, mi.jsonl and phases.jsonl are rewritten to exactly
         the restored history (what a crash wrote after the checkpoint goes);
         a fresh plane refuses a directory that already holds records.
-        Returns the `RunDir`.
+        sync=False: mi.jsonl is flushed, not fsync'ed, per measurement (the
+        caller fsyncs it, e.g. before each checkpoint). Returns the `RunDir`.
         """
         from ib_brevitas.phases import PhaseTracker
         from ib_brevitas.rundir import RunDir, RunDirError
@@ -183,7 +185,7 @@ class InformationPlane:
             from ib_brevitas.files import write_jsonl
 
             write_jsonl(rd.records_path, [r.to_dict() for r in self.history])
-        self.add_sink(JsonlSink(rd.records_path))
+        self.add_sink(JsonlSink(rd.records_path, sync=sync))
         tb = tensorboard_sink(writer) if writer is not None else None
         if tb is not None:
             self.add_sink(tb)

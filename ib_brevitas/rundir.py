@@ -165,8 +165,8 @@ class RunDir:
     def append_events(self, events: Iterable[Any]) -> None:
         append_jsonl(self.create().phases_path, [e.to_dict() for e in events])
 
-    def append_metrics(self, row: dict[str, Any]) -> None:
-        append_jsonl(self.create().metrics_path, [row])
+    def append_metrics(self, row: dict[str, Any], sync: bool = True) -> None:
+        append_jsonl(self.create().metrics_path, [row], sync=sync)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path) if self.metrics_path.exists() else []

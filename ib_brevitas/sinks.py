@@ -61,13 +61,14 @@ def tensorboard_sink(writer: Any):
 
 
 class JsonlSink:
-    """Append each measurement's records to a JSON-lines file (flushed and fsync'ed)."""
+    """Append each measurement's records to a JSON-lines file (flushed and fsync'ed; `sync=False`: flushed)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, sync: bool = True):
         self.path = path
+        self.sync = sync
 
     def write(self, records: list[LayerMI]) -> None:
-        append_jsonl(self.path, [r.to_dict() for r in records])
+        append_jsonl(self.path, [r.to_dict() for r in records], sync=self.sync)
 
     __call__ = write  # older code called the sink as a function
 

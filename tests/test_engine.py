@@ -351,3 +351,21 @@ def test_one_batched_forward_serves_every_seeds_codes_fn(syn, monkeypatch):
     for p in planes:
         p.measure(2)
     assert calls == [1024] * 8
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_epochs_without_their_loss_train_the_same(syn, activation):
+    """train_epoch(losses=False) skips only the loss values: weights, maxima and Adam moments stay bit for bit."""
+    x, y = syn
+    batches = []
+    for losses in (True, False):
+        models, xs, ys, gens = _seeds(x, y, lambda: SynMLP(activation, 8))
+        batch, g = SeedBatch(models, lr=1e-2), gens()
+        out = [batch.train_epoch(xs, ys, g, losses=losses) for _ in range(2)]
+        assert all(o is None for o in out) if not losses else all(o.shape == (len(SEEDS),) for o in out)
+        batches.append(batch)
+    a, b = (bt.stack for bt in batches)
+    for ta, tb in zip(a.params + a.running + a.exp_avgs + a.exp_avg_sqs, b.params + b.running + b.exp_avgs +
+                      b.exp_avg_sqs):
+        assert torch.equal(ta, tb)
+    assert (a.step, a.counter) == (b.step, b.counter) and a.step > 0

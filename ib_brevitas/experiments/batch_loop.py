@@ -107,6 +107,7 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
     from ib_brevitas.experiments.engine import SeedBatch
     from ib_brevitas.experiments.loop import _StopAtEpochEnd, final_metrics, run_summary_text
     from ib_brevitas.experiments.paper_run import build_run
+    from ib_brevitas.files import sync_files
     from ib_brevitas.monitor import InformationPlane
 
     runs, rngs = [], []
@@ -157,8 +158,10 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
         rd.truncate_metrics(start - 1 if last is None else last)
         writer = SummaryWriter(log_dir=str(rd.path), purge_step=last + 1 if last is not None else 0, flush_secs=10)
         writers.append(writer)
+        # mi.jsonl and metrics.jsonl are fsync'ed before each checkpoint, not per measurement: a killed
+        # process loses nothing written; an OS crash loses at most what the next resume re-trains anyway.
         plane.record_to(rd, writer=writer if start == 0 else None, on_events=_announcer(rd.path.name),
-                        **config["phase_thresholds"])
+                        sync=False, **config["phase_thresholds"])
 
     saved_at = time.monotonic()
     metrics: list[dict[str, float]] = [{} for _ in runs]
@@ -172,6 +175,7 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
             state = {"epoch": epoch, **batch.state(k), "shuffle": run.shuffle.get_state(), "rng": rngs[k],
                      "plane": plane, "config": configs[k]}
             writer.flush()
+            sync_files([rd.records_path, rd.metrics_path])  # on disk before a checkpoint says they are
             rd.save_checkpoint(state)
         saved_at = time.monotonic()
 
@@ -179,13 +183,14 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
         nonlocal metrics
         metrics = batch.evaluate({"train": (x_train, y_train), "test": (x_test, y_test)})
         step = (epoch - start) * steps_per_epoch
+        running = None if losses is None else losses.tolist()
         for k, (rd, writer, plane) in enumerate(zip(rds, writers, planes)):
             if epoch >= 0:
                 for name, v in metrics[k].items():
                     split, what = name.split("_", 1)
                     writer.add_scalar(f"{what}/{split}", v, epoch)
-            row = {"epoch": epoch, **metrics[k], "train_loss_running": None if losses is None else float(losses[k])}
-            rd.append_metrics({**row, "prefit_random": True} if epoch < 0 else row)
+            row = {"epoch": epoch, **metrics[k], "train_loss_running": None if running is None else running[k]}
+            rd.append_metrics({**row, "prefit_random": True} if epoch < 0 else row, sync=False)
             plane.measure_async(epoch, step=step)
         if epoch == epochs or time.monotonic() - saved_at >= checkpoint_secs:
             save(epoch)
@@ -201,7 +206,8 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
                    total=epochs - start, disable=not progress, file=sys.stderr)
         with stop:
             for epoch in bar:
-                losses = batch.train_epoch(x_train, y_prefit if epoch <= 0 else y_train, [r.shuffle for r in runs])
+                losses = batch.train_epoch(x_train, y_prefit if epoch <= 0 else y_train, [r.shuffle for r in runs],
+                                           losses=due(epoch))  # only measured epochs report their loss
                 if due(epoch):
                     measure(epoch, losses)
                     bar.set_postfix(acc=f"{np.mean([m['test_acc'] for m in metrics]):.3f}", refresh=False)
@@ -222,6 +228,7 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
         finally:
             for writer in writers:
                 writer.close()
+            sync_files(p for rd in rds for p in (rd.records_path, rd.metrics_path))
 
     for rd, config, v, m in zip(rds, configs, verdicts, metrics):
         m = m or final_metrics(rd)  # a finished seed resumed trains nothing: its last measured metrics

@@ -148,13 +148,14 @@ class SeedBatch(SeedState):
 
     # -- training --------------------------------------------------------------------
 
-    def train_step(self, x: Tensor, target: Tensor, stack: _Stack | None = None) -> tuple[Tensor, list[Tensor]]:
-        """One batched Brevitas step and Adam update of every seed; (losses (S,), gradients)."""
+    def train_step(self, x: Tensor, target: Tensor, stack: _Stack | None = None,
+                   with_loss: bool = True) -> tuple[Tensor, list[Tensor]]:
+        """One batched Brevitas step and Adam update of every seed; (losses (S,) or empty, gradients)."""
         st = self.stack if stack is None else stack
         with torch.no_grad(), torch.jit.optimized_execution(False):
             loss, g_w, g_b = kernels.TRAIN_STEP(
                 x, target, st.weights, st.biases, self.relu, st.running, st.counter == 0, self.momentum,
-                self.consts, 1e-7)
+                self.consts, 1e-7, with_loss)
             grads = [t for pair in zip(g_w, g_b) for t in pair]
             st.step += 1
             st.counter += 1 if self.relu else 0
@@ -162,9 +163,12 @@ class SeedBatch(SeedState):
                                 self.eps)
         return loss, grads
 
-    def train_epoch(self, x: Tensor, y: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+    def train_epoch(self, x: Tensor, y: Tensor, generators: Sequence[torch.Generator],
+                    losses: bool = True) -> Tensor | None:
         """One epoch of minibatch Adam for every seed; returns each seed's mean training loss (S,).
 
+        losses=False: None instead (the loss values are not computed; the
+        training is the same).
         x (S, n, ...), y (S, n): each seed's training split; generators: each
         seed's shuffle generator (one randperm(n) per epoch, as a single run).
         The first epoch after construction or `load_state` runs `start()` on
@@ -187,9 +191,9 @@ class SeedBatch(SeedState):
         orders = [torch.randperm(n, generator=g) for g in generators]
         self._codes_cache = None
         if self.mode == "brevitas":
-            losses = self._brevitas_epoch(x, y, orders)
+            mean_losses = self._brevitas_epoch(x, y, orders)
             self._seed_steps = [(self.stack.step, self.stack.counter)] * self.n_seeds
-            return losses
+            return mean_losses if losses else None
         # One row gather per epoch (seed s's rows at s * n); the batches are slices of it.
         idx = (torch.stack(orders) + torch.arange(self.n_seeds).view(-1, 1) * n).view(-1)
         xs = x.reshape(self.n_seeds * n, -1).index_select(0, idx).view(self.n_seeds, n, -1)
@@ -197,11 +201,12 @@ class SeedBatch(SeedState):
         total = torch.zeros(self.n_seeds, dtype=torch.float64)
         for start in range(0, n, self.batch_size):
             xb, yb = xs[:, start : start + self.batch_size], ys[:, start : start + self.batch_size]
-            loss, _ = self.train_step(xb, yb)
-            total += loss.double() * xb.shape[1]
+            loss, _ = self.train_step(xb, yb, with_loss=losses)
+            if losses:
+                total += loss.double() * xb.shape[1]
         self._sync_counters()
         self._seed_steps = [(self.stack.step, self.stack.counter)] * self.n_seeds
-        return total / n
+        return total / n if losses else None
 
     def _brevitas_epoch(self, x: Tensor, y: Tensor, orders: list[Tensor]) -> Tensor:
         from ib_brevitas.experiments.engine_check import brevitas_epoch
@@ -245,14 +250,19 @@ class SeedBatch(SeedState):
 
     def evaluate(self, splits: dict[str, tuple[Tensor, Tensor]]) -> list[dict[str, float]]:
         """Per seed {f"{split}_loss", f"{split}_acc"} for splits {name: (x (S, n, ...), y (S, n))}."""
-        out = [{} for _ in range(self.n_seeds)]
+        out: list[dict[str, float]] = [{} for _ in range(self.n_seeds)]
         for split, (x, y) in splits.items():
             x, y = self._check_data(x, y)
-            probs = self.probs(x)
-            for s in range(self.n_seeds):
-                out[s][f"{split}_loss"] = float(syn_loss(probs[s], y[s]))
-                out[s][f"{split}_acc"] = float((probs[s].argmax(dim=1) == y[s]).float().mean())
+            self._metrics(split, self.probs(x), y, out)
         return out
+
+    def _metrics(self, split: str, probs: Tensor, y: Tensor, out: list[dict[str, float]]) -> None:
+        """syn_loss per seed (its own reduction order) and the accuracy, as `paper_run.evaluate` computes them."""
+        losses = torch.stack([syn_loss(probs[s], y[s]) for s in range(self.n_seeds)])
+        accs = (probs.argmax(dim=2) == y).float().mean(dim=1)  # exact counts, then one division per seed
+        for s, (loss, acc) in enumerate(zip(losses.tolist(), accs.tolist())):
+            out[s][f"{split}_loss"] = loss
+            out[s][f"{split}_acc"] = acc
 
     def codes(self, x: Tensor) -> list[dict[str, Tensor]]:
         """Eval-mode integer codes of every seed on the probe batch x (N, ...): {"T1": (N, width), ...}.
@@ -267,8 +277,8 @@ class SeedBatch(SeedState):
                                  "model has diverged (check the learning rate and the inputs)")
         n = self.n_layers
         dtypes = [_code_dtype(self.bits, not self.relu and i < n) for i in range(1, n + 1)]
-        return [{f"T{i}": c[s].to(d) for i, (c, d) in enumerate(zip(codes, dtypes), start=1)}
-                for s in range(self.n_seeds)]
+        cast = [c.to(d) for c, d in zip(codes, dtypes)]  # one cast for all seeds; each seed gets its slice
+        return [{f"T{i}": c[s] for i, c in enumerate(cast, start=1)} for s in range(self.n_seeds)]
 
     def codes_fn(self, s: int) -> Callable[[Tensor], dict[str, Tensor]] | None:
         """Seed `s`'s codes function for `InformationPlane(model, x, y, codes_fn=...)`.

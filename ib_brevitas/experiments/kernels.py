@@ -156,9 +156,12 @@ def _weight_backward(g_wq: Tensor, saved: list[Tensor], c: Consts) -> Tensor:
 
 def train_step(
     x: Tensor, target: Tensor, weights: list[Tensor], biases: list[Tensor], relu: bool,
-    running: list[Tensor], first: bool, momentum: float, c: Consts, eps: float,
+    running: list[Tensor], first: bool, momentum: float, c: Consts, eps: float, with_loss: bool = True,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """Per seed syn_loss(model(x), target) in train mode, and its gradients (weights, biases)."""
+    """Per seed syn_loss(model(x), target) in train mode, and its gradients (weights, biases).
+
+    with_loss=False skips the loss values (an empty tensor): the gradients never depend on them.
+    """
     outs, _, wsaved, asaved = forward(x, weights, biases, relu, True, running, first, momentum, c)
     probs = outs[-1]
     # syn_loss forward, kept for its backward
@@ -169,9 +172,10 @@ def train_step(
     lg = pc.log()
     n_seeds, batch = lg.shape[0], lg.shape[1]
     losses: list[Tensor] = []
-    for s in range(n_seeds):  # nll_loss sums in its own (cascaded) order: one call per seed
-        losses.append(torch.ops.aten.nll_loss_forward(lg[s], target[s], None, 1, -100)[0])
-    loss = torch.stack(losses)
+    if with_loss:
+        for s in range(n_seeds):  # nll_loss sums in its own (cascaded) order: one call per seed
+            losses.append(torch.ops.aten.nll_loss_forward(lg[s], target[s], None, 1, -100)[0])
+    loss = torch.stack(losses) if with_loss else torch.empty(0)
     # nll_loss backward (mean): -grad_output / total_weight at each target
     g_t = -float((torch.ones(()) / float(batch)).item())  # the float32 quotient, exactly
     g = torch.zeros_like(lg).scatter_(2, target.unsqueeze(2), g_t)
