@@ -1,9 +1,9 @@
 """Binning estimators of I(X;T) and I(T;Y) for float activations: the baselines the paper argues against.
 
 A float layer has no integer codes, so its MI can only be estimated: each
-activation is put into one of `n_bins` bins and the bin indices are counted as
-if they were codes (`ib_brevitas.functional`, exact counting of the binned
-rows). The result depends on the binning - Lorenzen, Igel & Nielsen (ICLR
+activation is put into one of `n_bins` bins and the rows of bin indices are
+counted exactly (`ib_brevitas.bincount`, by the entropy definitions of
+`ib_brevitas.functional`). The result depends on the binning - Lorenzen, Igel & Nielsen (ICLR
 2022) show that different binnings support or refute the same IB conjecture -
 so every number made here carries its estimator's label
 (e.g. "binning-uniform-30-global"), never "exact".
@@ -23,6 +23,7 @@ torch - never models; `ib_brevitas.binned` gathers a model's activations.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ib_brevitas.functional import PlanePoint, as_code_rows, information_plane_point, unique_rows
+from ib_brevitas import bincount
+from ib_brevitas.functional import PlanePoint, as_code_rows, unique_rows
 
 STRATEGIES = ("uniform", "adaptive")
 BOUNDS = ("global", "layer", "neuron")
@@ -61,6 +63,25 @@ def as_activation_rows(values: Any, name: str = "activations") -> np.ndarray:
     return rows
 
 
+def column_ranges(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every column's (min, max) of 2-D `rows`, as `rows.min(axis=0)`, `rows.max(axis=0)` give them.
+
+    Reduced over row blocks of >= 512 values first: numpy's axis-0 reduction
+    of a narrow array runs one short inner loop per row (~40x slower).
+    """
+    n, w = rows.shape
+    k = max(1, 512 // max(1, w))
+    m = (n // k) * k
+    out = []
+    for op in (np.minimum, np.maximum):
+        r = op.reduce(op.reduce(rows[:m].reshape(m // k, k * w), axis=0).reshape(k, w), axis=0) if m else None
+        if m < n:
+            rest = op.reduce(rows[m:], axis=0)
+            r = rest if r is None else op(r, rest)
+        out.append(r)
+    return out[0], out[1]
+
+
 def value_range(values: Any, name: str = "activations") -> tuple[float, float]:
     """(min, max) of all values: one layer's part of a global range."""
     rows = as_activation_rows(values, name)
@@ -82,38 +103,126 @@ def _code_dtype(n_bins: int) -> np.dtype:
 def uniform_codes(values: Any, n_bins: int, lo, hi) -> np.ndarray:
     """Bin indices 0..n_bins-1 of equal-width bins over [lo, hi] (scalars, or one pair per column).
 
-    In float64, u = (v - lo) * (1 / (hi - lo)) and v goes to bin
-    min(floor(u * n_bins), n_bins - 1): bin k holds lo + k w <= v < lo + (k+1) w
-    (w = (hi - lo) / n_bins, up to an ulp at an edge), v = hi the last bin.
-    Values below lo / above hi go to the first / last bin; a column with
-    hi <= lo (constant) to bin 0.
+    Exactly `np.digitize(v, np.linspace(lo, hi, n_bins + 1)[1:-1])`: bin k
+    holds e_k <= v < e_(k+1) for the float64 edges e_k that `np.linspace` makes
+    (an edge belongs to the upper bin), v >= e_(n-1) the last bin, values below
+    lo the first; a column with hi <= lo (constant) bin 0.
     """
-    return _uniform_many(as_activation_rows(values), [_check_bins(n_bins)], lo, hi)[0]
+    n_bins = _check_bins(n_bins)
+    return _uniform_many(as_activation_rows(values), [n_bins], lo, hi)[0].astype(_code_dtype(n_bins))
 
 
-_BLOCK_VALUES = 1 << 16  # values per block: the float64 temporaries stay in the CPU cache
-# u is clipped to [0, _U_MAX]: then u * n < n for any n < 2^40, so the truncating cast of u * n
-# is min(floor(u * n), n - 1) without a clip per bin count (every u >= _U_MAX is in the last bin anyway).
-_U_MAX = 1.0 - 2.0**-40
+_BLOCK_VALUES = 1 << 15  # values per block: the float64 temporaries stay in the CPU cache
+_EPS = 2.0**-53
+_clip = np._core.umath.clip  # the ufunc itself: np.clip's wrapper costs more than a block's clip
+_CELLS = 1 << 16  # cells of [0, 1] in the table of where an edge is near
 
 
-def _uniform_many(rows: np.ndarray, bin_counts: list[int], lo, hi) -> list[np.ndarray]:
-    """`uniform_codes` for several bin counts sharing one pair of bounds, u computed once per block."""
-    width = rows.shape[1]
-    lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (width,))
-    span = np.broadcast_to(np.asarray(hi, dtype=np.float64), (width,)) - lo
-    inv = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0)  # constant columns: u = 0
-    outs = [np.empty(rows.shape, dtype=_code_dtype(n)) for n in bin_counts]
+def linspace_edges(lo: np.ndarray, hi: np.ndarray, n_bins: int) -> np.ndarray:
+    """(n_bins + 1, width): column j is `np.linspace(lo[j], hi[j], n_bins + 1)`, bit for bit.
+
+    (One `np.linspace` call on arrays would switch every column to its
+    denormal-step formula as soon as one column is constant.)
+    """
+    k = np.arange(n_bins + 1, dtype=np.float64)[:, None]
+    delta = hi - lo
+    step = delta / n_bins
+    edges = k * step
+    tiny = step == 0
+    if tiny.any():
+        edges[:, tiny] = (k / n_bins) * delta[tiny]
+    edges += lo
+    edges[-1] = hi
+    return edges
+
+
+@functools.lru_cache(maxsize=64)
+def _near_edge_cells(bin_counts: tuple[int, ...], tol: float) -> np.ndarray:
+    """Bool table over _CELLS cells of u in [0, 1]: True where u may lie within tol of an interior edge k/n."""
+    table = np.zeros(_CELLS + 1, dtype=bool)
+    for n in bin_counts:
+        k = np.arange(1, n) / n
+        lo = np.floor((k - tol) * _CELLS).astype(np.intp)
+        hi = np.floor((k + tol) * _CELLS).astype(np.intp)
+        for d in range(int((hi - lo).max(initial=0)) + 1):
+            table[np.minimum(lo + d, hi)] = True
+    return table
+
+
+def _uniform_many(rows: np.ndarray, bin_counts: list[int], lo, hi,
+                  weights: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """`uniform_codes` as float64 (N, width) for several bin counts sharing one pair of bounds;
+    with `weights` (one (width, G) matrix per bin count) the codes @ weights (N, G) instead.
+
+    Arithmetic, with np.digitize's exact edges: u = (v - lo) / (hi - lo) is
+    computed once per block and clipped to [tol, 1 - tol] (tol: the rounding
+    error of u and of the linspace edges, in units of the range), the bin of v
+    is floor(u n) for all bin counts in one broadcast; a table of u's cells
+    flags the values that may lie within tol of an interior edge of any of the
+    bin counts, and only those are compared with the linspace edges themselves.
+    Values at or beyond the bounds (ReLU zeros at lo, say) are never flagged.
+    With weights, each block's codes are multiplied while in the CPU cache and
+    the flagged values' corrections added to the products afterwards.
+    """
+    n_rows, width = rows.shape
+    lo = np.array(np.broadcast_to(np.asarray(lo, dtype=np.float64), (width,)))
+    hi = np.array(np.broadcast_to(np.asarray(hi, dtype=np.float64), (width,)))
+    span = hi - lo
+    live = span > 0  # constant columns: u = tol, bin 0
+    inv = np.where(live, 1.0 / np.where(live, span, 1.0), 0.0)
+    tol = 32 * _EPS * (2.0 + float((np.maximum(np.abs(lo), np.abs(hi))[live] / span[live]).max(initial=0.0)))
+    if not (np.isfinite(inv).all() and 4 * tol * max(bin_counts) < 1):  # range at the float64 resolution
+        outs = []
+        for n in bin_counts:
+            edges = linspace_edges(lo, hi, n)[1:-1]
+            codes = np.zeros((n_rows, width))
+            for j in np.flatnonzero(live):
+                codes[:, j] = np.searchsorted(edges[:, j], rows[:, j], side="right")
+            outs.append(codes)
+        return outs if weights is None else [c @ w for c, w in zip(outs, weights)]
+    outs = [np.empty((n_rows, width) if weights is None else (n_rows, w.shape[1])) for w in (weights or bin_counts)]
+    table = _near_edge_cells(tuple(bin_counts), 2 * tol)
     block = max(1, _BLOCK_VALUES // max(1, width))
-    u = np.empty((min(block, rows.shape[0]), width))
-    for start in range(0, rows.shape[0], block):
-        stop = min(start + block, rows.shape[0])
-        uu = u[: stop - start]
+    u = np.empty((min(block, n_rows), width))
+    t = np.empty_like(u)
+    cell = np.empty(u.shape, dtype=np.intp)
+    flagged = []
+    for start in range(0, n_rows, block):
+        stop = min(start + block, n_rows)
+        uu, tt = u[: stop - start], t[: stop - start]
         np.subtract(rows[start:stop], lo, out=uu)
         uu *= inv
-        np.clip(uu, 0.0, _U_MAX, out=uu)
-        for n, out in zip(bin_counts, outs):
-            np.multiply(uu, float(n), out=out[start:stop], casting="unsafe")  # truncation = floor, u >= 0
+        _clip(uu, tol, 1.0 - tol, out=uu)
+        for i, n in enumerate(bin_counts):
+            if weights is None:
+                np.floor(np.multiply(uu, float(n), out=outs[i][start:stop]), out=outs[i][start:stop])
+            else:
+                np.floor(np.multiply(uu, float(n), out=tt), out=tt)
+                np.matmul(tt, weights[i], out=outs[i][start:stop])
+        cc = cell[: stop - start]
+        np.multiply(uu, float(_CELLS), out=cc, casting="unsafe")
+        hits = np.flatnonzero(table[cc])
+        if hits.size:
+            flagged.append(hits + start * width)
+    if flagged:
+        flat = np.concatenate(flagged)
+        row, col = np.divmod(flat, width)
+        v = rows[row, col].astype(np.float64)
+        uf = np.clip((v - lo[col]) * inv[col], tol, 1.0 - tol)
+        for i, n in enumerate(bin_counts):
+            floor = np.floor(uf * float(n))  # as in the block: floor(u n), at most one bin off
+            k = floor.astype(np.intp)
+            edges = linspace_edges(lo, hi, n)
+            k -= (k > 0) & (v < edges[k, col])
+            k += (k < n - 1) & (v >= edges[np.minimum(k + 1, n), col])
+            if weights is None:
+                outs[i][row, col] = k
+                continue
+            delta = k - floor
+            moved = np.flatnonzero(delta)
+            for g in range(weights[i].shape[1]):
+                w_g = weights[i][col[moved], g] * delta[moved]
+                outs[i][:, g] += np.bincount(row[moved], weights=w_g, minlength=n_rows)
     return outs
 
 
@@ -205,11 +314,11 @@ class BinningEstimator:
         rows = as_activation_rows(values, name)
         if self.strategy == "adaptive":
             return adaptive_codes(rows, self.n_bins, per_neuron=self.bounds == "neuron")
-        lo, hi = self._bounds(rows, global_range)
-        return _uniform_many(rows, [self.n_bins], lo, hi)[0]
+        lo, hi = self._bounds(*column_ranges(rows), global_range)
+        return _uniform_many(rows, [self.n_bins], lo, hi)[0].astype(_code_dtype(self.n_bins))
 
-    def _bounds(self, rows: np.ndarray, global_range):
-        """(lo, hi) of uniform bins on these rows: scalars, or one pair per column for 'neuron'."""
+    def _bounds(self, col_min: np.ndarray, col_max: np.ndarray, global_range):
+        """(lo, hi) of uniform bins on rows with these column ranges: scalars, or one pair per column."""
         if self.fixed:
             return self.bounds
         if self.bounds == "global":
@@ -220,8 +329,8 @@ class BinningEstimator:
                 )
             return global_range
         if self.bounds == "layer":
-            return float(rows.min()), float(rows.max())
-        return rows.min(axis=0).astype(np.float64), rows.max(axis=0).astype(np.float64)
+            return float(col_min.min()), float(col_max.max())
+        return col_min.astype(np.float64), col_max.astype(np.float64)
 
     def plane_point(self, values: Any, labels: Any, global_range: tuple[float, float] | None = None, *,
                     label_groups=None, name: str = "activations") -> PlanePoint:
@@ -229,53 +338,39 @@ class BinningEstimator:
         return plane_points(values, labels, [self], global_range, label_groups=label_groups, name=name)[0]
 
 
-def compact_codes(codes: np.ndarray, n_bins: int, label_bits: int = 0) -> np.ndarray:
-    """Bin indices as the fewest bytes per row: the row read as a base-`n_bins` number.
-
-    A bijection per row (as `codes.PackedCodes` packs exact codes at their bit
-    width), so the distinct rows and their counts do not change. Done only when
-    it lets `functional` count a row and its label as one 64-bit key (one sort
-    instead of two); otherwise `codes` come back as they are.
-    """
-    width = codes.shape[1]
-    nbytes = -(-((n_bins ** width - 1).bit_length()) // 8)
-    if nbytes >= width * codes.itemsize or 8 * nbytes + label_bits > 64:
-        return codes
-    key = np.zeros(codes.shape[0], dtype=np.uint64)
-    base = np.uint64(n_bins)
-    for j in range(width):
-        key *= base
-        key += codes[:, j]
-    return key.view(np.uint8).reshape(-1, 8)[:, :nbytes]  # little-endian low bytes hold the number
-
-
 def plane_points(values: Any, labels: Any, estimators: Sequence["BinningEstimator"],
                  global_range: tuple[float, float] | None = None, *, label_groups=None,
                  name: str = "activations") -> list[PlanePoint]:
     """`est.plane_point(values, labels, global_range)` for each estimator, sharing the work they share.
 
-    One check of the values, one set of bounds and one normalisation per
-    bounds mode for all uniform bin counts, and each binning counted as
-    compact rows (`compact_codes`).
+    One check of the values and one pass for the column ranges; one set of
+    bounds and one normalisation per bounds mode for all its uniform bin counts
+    (`_uniform_many`); each binning counted as one mixed-radix number per row
+    over the bins its columns use (`bincount.plane_point`).
     """
     rows = as_activation_rows(values, name)
     lab = as_code_rows(labels, "labels")
-    if label_groups is None:
-        label_groups = unique_rows(lab)
-    label_bits = (label_groups[1].shape[0] - 1).bit_length()
+    if lab.shape[0] != rows.shape[0]:
+        raise ValueError(f"{lab.shape[0]} labels for {rows.shape[0]} rows of {name}: pass one label per sample")
+    y_ids, y_counts = unique_rows(lab) if label_groups is None else label_groups
+    col_min, col_max = column_ranges(rows)
+    ends = np.stack([col_min, col_max])  # the rows that hold every column's smallest and largest bin
     shared: dict[Any, list[BinningEstimator]] = {}
     for est in estimators:
         shared.setdefault(est.bounds if est.strategy == "uniform" else est, []).append(est)
-    codes: dict[BinningEstimator, np.ndarray] = {}
-    for key, group in shared.items():
+    points: dict[BinningEstimator, PlanePoint] = {}
+    for group in shared.values():
         if group[0].strategy == "uniform":
-            lo, hi = group[0]._bounds(rows, global_range)
-            for est, c in zip(group, _uniform_many(rows, [e.n_bins for e in group], lo, hi)):
-                codes[est] = c
+            lo, hi = group[0]._bounds(col_min, col_max, global_range)
+            counts = [e.n_bins for e in group]
+            layouts = [bincount.key_layout(e[0], e[1]) for e in _uniform_many(ends, counts, lo, hi)]
+            parts = _uniform_many(rows, counts, lo, hi, weights=[layout[0] for layout in layouts])
+            for est, p, (_, offsets, spaces) in zip(group, parts, layouts):
+                points[est] = bincount.parts_point(p, offsets, spaces, y_ids, y_counts)
         else:
-            codes[group[0]] = group[0].codes(rows)
-    return [information_plane_point(compact_codes(codes[e], e.n_bins, label_bits), lab, label_groups=label_groups)
-            for e in estimators]
+            c = group[0].codes(rows)
+            points[group[0]] = bincount.plane_point(c, *column_ranges(c), y_ids, y_counts)
+    return [points[e] for e in estimators]
 
 
 def parse_estimator(label: str) -> BinningEstimator:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ib_brevitas import binning
+from ib_brevitas import bincount, binning
 from ib_brevitas.binned import BinnedPlane, default_layers, measure_snapshots
 from ib_brevitas.binning import BinningEstimator, parse_estimator
 from ib_brevitas.experiments.models import PaperMLP, build_net
+from ib_brevitas.functional import unique_rows
 from ib_brevitas.records import record_from_dict
 
 UNIFORM_BOUNDS = ["global", "layer", "neuron", (-1.0, 1.0)]
@@ -305,19 +306,92 @@ def test_exact_monitor_refuses_a_float_layer_and_names_the_binning_estimators():
         InformationPlane(model, torch.rand(5, 4), np.zeros(5, dtype=int), layers=["T1"])
 
 
-@pytest.mark.parametrize("n_bins,width,packs", [(30, 8, True), (100, 8, True), (256, 8, False), (30, 16, False), (3, 1, False)])
-def test_compact_codes_keep_the_distinct_rows(n_bins, width, packs):
-    rng = np.random.default_rng(4)
-    codes = rng.integers(0, n_bins, (3000, width)).astype(np.uint8)
-    codes[:1000] = codes[1000:2000]
-    codes[:, 0] = n_bins - 1 - codes[:, 0] % 2  # the top digit in use
-    packed = binning.compact_codes(codes, n_bins, label_bits=4)
-    assert (packed.shape[1] < width) == packs
-    if packs:
-        assert 8 * packed.shape[1] + 4 <= 64
-    _, inv_a, counts_a = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    _, inv_b, counts_b = np.unique(packed, axis=0, return_inverse=True, return_counts=True)
-    assert sorted(counts_a.tolist()) == sorted(counts_b.tolist())
-    # same partition of the samples: equal rows before <=> equal rows after
-    pairs = set(zip(inv_a.ravel().tolist(), inv_b.ravel().tolist()))
-    assert len(pairs) == len(counts_a) == len(counts_b)
+def _unique_counts(rows, y):
+    """Sorted counts of the distinct rows and of the distinct (row, label) pairs, by np.unique."""
+    rows = np.asarray(rows).reshape(len(y), -1)
+    t = np.unique(rows, axis=0, return_counts=True)[1]
+    ty = np.unique(np.column_stack([rows, y]), axis=0, return_counts=True)[1]
+    return sorted(t.tolist()), sorted(ty.tolist())
+
+
+@pytest.mark.parametrize("n,width,n_bins,low", [
+    (3000, 2, 30, 0),      # dense table
+    (3000, 4, 256, 100),   # 32-bit sort
+    (3000, 6, 256, 0),     # 64-bit sort
+    (3000, 16, 256, 0),    # 128 bits: rows alone in their leading 64 bits are counted without the rest
+    (3000, 40, 3, 1),      # 40 x 1 bit: the leading 64 bits shared by many rows, the rest decides
+    (3000, 10, 100, 90),   # narrow used ranges: fits one key though 100^10 does not
+    (1, 5, 30, 0),         # a single sample
+    (50, 3, 7, 6),         # every column constant (used range one bin)
+])
+def test_binned_row_keys_and_counts_equal_np_unique(n, width, n_bins, low):
+    rng = np.random.default_rng(n + width)
+    codes = rng.integers(low, n_bins, (n, width)).astype(np.float64)
+    codes[: n // 3] = codes[n // 3: 2 * (n // 3)]  # repeated rows
+    y = rng.integers(0, 10, n)
+    weights, offsets, spaces = bincount.key_layout(*binning.column_ranges(codes))
+    parts = codes @ weights - offsets
+    assert all(0 <= parts[:, g].min() and parts[:, g].max() < s for g, s in enumerate(spaces))
+    y_ids, y_counts = unique_rows(y)
+    t, ty = bincount.row_counts([parts[:, g] for g in range(len(spaces))], spaces, y_ids, 10)
+    assert (sorted(t.tolist()), sorted(ty.tolist())) == _unique_counts(codes, y)
+    point = bincount.plane_point(codes, *binning.column_ranges(codes), y_ids, y_counts)
+    h_t, i_ty = _reference_mi(codes.astype(int), y)
+    assert point.h_t == pytest.approx(h_t, abs=1e-9) and point.i_ty == pytest.approx(i_ty, abs=1e-9)
+
+
+def test_dense_ids_are_a_partition_in_key_order():
+    keys = np.array([2**63 + 5, 7, 2**64 - 1, 7, 0, 2**63 + 5], dtype=np.uint64)
+    ids, d = bincount.dense_ids(keys)
+    assert d == 4 and sorted(set(ids.tolist())) == [0, 1, 2, 3]
+    assert all((ids[i] == ids[j]) == (keys[i] == keys[j]) for i in range(6) for j in range(6))
+
+
+def test_column_ranges_equal_numpy():
+    rng = np.random.default_rng(7)
+    for shape in [(1, 1), (7, 3), (1025, 2), (70001, 16), (300, 600)]:
+        a = rng.normal(size=shape).astype(np.float32)
+        lo, hi = binning.column_ranges(a)
+        np.testing.assert_array_equal(lo, a.min(axis=0))
+        np.testing.assert_array_equal(hi, a.max(axis=0))
+
+
+def _edge_values(lo, hi, n):
+    """Every linspace edge, its float32 and float64 neighbours, the bounds, beyond them and 0."""
+    e = np.linspace(lo, hi, n + 1)
+    vals = [e, np.nextafter(e, -np.inf), np.nextafter(e, np.inf), e.astype(np.float32).astype(np.float64),
+            np.nextafter(e.astype(np.float32), np.float32(-np.inf)).astype(np.float64),
+            np.nextafter(e.astype(np.float32), np.float32(np.inf)).astype(np.float64),
+            [0.0, -0.0, lo - 1, hi + 1, 1e-300, -1e-300]]
+    return np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in vals])
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 1.0), (-1.0, 1.0), (0.0, 34.13892364501953), (-3.7, 0.1),
+                                   (1e6, 1e6 + 1.0), (1e12, 1e12 + 1.0)])  # the last at float64's resolution
+@pytest.mark.parametrize("n_bins", [3, 4, 30, 100, 256])
+def test_uniform_codes_at_edges_equal_digitize_exactly(lo, hi, n_bins):
+    v = _edge_values(lo, hi, n_bins)[:, None]
+    expected = np.digitize(v[:, 0], np.linspace(lo, hi, n_bins + 1)[1:-1])
+    got = binning.uniform_codes(v, n_bins, lo, hi).ravel()
+    np.testing.assert_array_equal(got, expected)
+    # the same values as one row per sample of a 3-neuron layer, counted through the keys
+    rows = np.column_stack([v[:, 0], v[::-1, 0], np.roll(v[:, 0], 5)])
+    y = np.arange(rows.shape[0]) % 3
+    est = BinningEstimator("uniform", n_bins, (lo, hi))
+    ref = _reference_codes(rows, est)
+    np.testing.assert_array_equal(est.codes(rows).astype(np.int64), ref)
+    point = est.plane_point(rows, y)
+    h_t, i_ty = _reference_mi(ref, y)
+    assert point.h_t == pytest.approx(h_t, abs=1e-9) and point.i_ty == pytest.approx(i_ty, abs=1e-9)
+
+
+def test_neuron_bounds_edges_with_a_constant_neuron_equal_per_column_linspace():
+    """np.linspace on arrays switches every column to its denormal formula when one column is constant."""
+    rows = np.array([[0.0, 5.0, -1.0], [1.0, 5.0, 0.0], [0.1 * 3, 5.0, 2.0 / 3], [0.7, 5.0, 1.0]])
+    for n in (3, 10, 30):
+        est = BinningEstimator("uniform", n, "neuron")
+        np.testing.assert_array_equal(est.codes(rows).astype(np.int64), _reference_codes(rows, est))
+        lo, hi = rows.min(axis=0), rows.max(axis=0)
+        edges = binning.linspace_edges(lo, hi, n)
+        for j in (0, 2):
+            np.testing.assert_array_equal(edges[:, j], np.linspace(lo[j], hi[j], n + 1))
