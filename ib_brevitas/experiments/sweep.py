@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ib_brevitas.experiments.sweep_args import add_arguments  # noqa: F401  the command's flags
-from ib_brevitas.experiments.sweep_engines import ENGINES, Outcome, is_done, run_local, run_ray
+from ib_brevitas.experiments.sweep_engines import ENGINES, Outcome, epochs_done, is_done, run_local, run_ray
 from ib_brevitas.experiments.sweep_plan import (
     VERSION,
     Job,
@@ -137,17 +137,27 @@ def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], 
     print(f"sweep {sweep_dir}: {len(jobs)} runs ({_n(n_conf, 'configuration')} x {_n(n_seeds, 'seed')}), "
           f"{len(done0)} finished already, {len(tasks)} task(s) on "
           f"{args.engine} ({_n(workers, 'worker')})", file=sys.stderr)
-    bar = tqdm(total=len(jobs), initial=len(done0), unit="seed", desc="sweep", disable=args.no_progress,
-               file=sys.stderr, smoothing=0)  # the session's average rate: runs finish in bursts
+    # The bar counts seed-epochs (a batched task's seeds all finish at its end), its text runs done and seeds/hour.
+    epochs = {j.name: j.config["epochs"] for j in jobs}
+    start = {n: (epochs[n] if n in done0 else min(epochs_done(dirs[n]), epochs[n])) for n in epochs}
+    bar = tqdm(total=sum(epochs.values()), initial=sum(start.values()), unit="epoch", desc="sweep",
+               disable=args.no_progress, file=sys.stderr, smoothing=0, unit_scale=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
     pending = {j.name for j in todo}
+    now = dict(start)
 
     def tick() -> None:
         finished = {n for n in pending if dirs[n].summary_path("json").exists()}
         pending.difference_update(finished)
-        if finished:
-            bar.update(len(finished))
-        else:
-            bar.refresh()  # elapsed time moves
+        for n in pending:
+            now[n] = min(epochs_done(dirs[n]), epochs[n])
+        for n in finished:
+            now[n] = epochs[n]
+        hours = max(time.monotonic() - t0, 1e-9) / 3600
+        seeds = sum((now[n] - start[n]) / max(epochs[n], 1) for n in now)
+        bar.set_postfix_str(f"runs {len(jobs) - len(pending)}/{len(jobs)}, {seeds / hours:.1f} seeds/hour",
+                            refresh=False)
+        bar.update(sum(now.values()) - bar.n)
 
     outcome = Outcome()
     try:

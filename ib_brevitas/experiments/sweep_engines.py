@@ -27,6 +27,27 @@ ENGINES = ("local", "ray")
 Task = list  # of (run directory path, config) pairs
 
 
+def epochs_done(rd: RunDir) -> int:
+    """The last measured epoch of a run (0 when none), read from the tail of its metrics.jsonl.
+
+    Progress of a batched task: its seeds finish together at the end, so a sweep's
+    bar counts measured epochs, not finished runs. Cheap enough to poll every second.
+    """
+    try:
+        with open(rd.metrics_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 1024))
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        key = b'{"epoch": '
+        if line.startswith(key) and line.endswith(b"}"):
+            digits = line[len(key):].split(b",", 1)[0]
+            if digits.lstrip(b"-").isdigit():
+                return max(0, int(digits))
+    return 0
+
+
 def is_done(rd: RunDir, epochs: int) -> bool:
     """A run is finished when its end-of-run summary is written for `epochs` epochs."""
     if not rd.summary_path("json").exists():
