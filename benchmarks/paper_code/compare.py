@@ -179,15 +179,26 @@ def accuracy_line(act: str, codes: dict[str, list[dict]]) -> str:
 
 
 def range_table(codes: dict[str, list[dict]], markdown: bool) -> str:
-    head = ["layer", "code"] + [f"max @{m}" for m in MARK_EPOCHS] + ["min @1", "min @300"]
+    head = (["layer", "code"] + [f"max @{m}" for m in MARK_EPOCHS] + ["min @1", "min @300"]
+            + ["I(X;T) peak epoch (median)", "width end / at peak (median)", "I(X;T) drop peak->end (median)"])
     rows = []
     for layer in LAYERS[:-1]:
         for code, runs in codes.items():
-            qs = [r["qrange"] for r in runs if r["qrange"] is not None and (layer, "max") in r["qrange"]]
+            runs = [r for r in runs if r["qrange"] is not None and (layer, "max") in r["qrange"]]
+            qs = [r["qrange"] for r in runs]
             if not qs:
                 continue
             cells = [layer, code] + [pm([at(q["epoch"], q[(layer, "max")], m) for q in qs]) for m in MARK_EPOCHS]
             cells += [pm([at(q["epoch"], q[(layer, "min")], m) for q in qs]) for m in (1, 300)]
+            peaks, growth, drops = [], [], []
+            for r, q in zip(runs, qs):  # how the grid's width changed after the layer's I(X;T) peak
+                e, x, y = r["mi"][layer]
+                v = detect(e, x, y, layer=layer, n_samples=N_SAMPLES)
+                width = q[(layer, "max")] - q[(layer, "min")]
+                peaks.append(v.peak_epoch)
+                growth.append(width[-1] / at(q["epoch"], width, v.peak_epoch))
+                drops.append(v.drop_bits)
+            cells += [f"{np.median(peaks):g}", f"{np.median(growth):.2f}x", f"{np.median(drops):.2f}"]
             rows.append(cells)
     return ("ReLU, 8 bit: activation-quantizer range used at measurement (paper: TF-MOT moving-average "
             "min/max; ours: running max = scale x 255, min 0)\n" + format_table(head, rows, markdown=markdown))
@@ -237,7 +248,7 @@ def fig_plane(act: str, codes: dict[str, list[dict]], path: str, note: str) -> N
     norm = LogNorm(1, 8000)
     sc = None
     for ax, (code, runs) in zip(axes, codes.items()):
-        ax.set_title(f"{code}: {len(runs)} runs (points: mean over runs, colour = epoch)", fontsize=9)
+        ax.set_title(f"{code}: {len(runs)} runs", fontsize=10)
         if not runs:
             continue
         ms = _mean(runs)
@@ -252,7 +263,8 @@ def fig_plane(act: str, codes: dict[str, list[dict]], path: str, note: str) -> N
     axes[0].set_ylabel("I(T;Y) [bits]")
     if sc is not None:
         fig.colorbar(sc, ax=axes, label="epochs trained")
-    fig.suptitle(f"SYN {act}, 8 bit, information plane. {note}", fontsize=9)
+    fig.suptitle(f"SYN {act}, 8 bit, information plane: points = mean over runs coloured by epoch, grey = each run."
+                 f" {note}", fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
