@@ -1,8 +1,11 @@
 """Computations the tests compare the package against, written independently of it.
 
 Codes straight from Brevitas hooks (not the monitor's probe pass) and MI by `np.unique`
-(not the package's kernel): one copy here, shared by the test files.
+(not the package's kernel), and the report's verdict tables read back from its Markdown: one copy
+here, shared by the test files.
 """
+
+import re
 
 import numpy as np
 import torch
@@ -34,3 +37,14 @@ def mi_by_np_unique(codes, y):
     _, tyc = np.unique(np.concatenate([codes, y[:, None]], axis=1), axis=0, return_counts=True)
     h_t = entropy_from_counts(t)
     return h_t, h_t + entropy_from_counts(yc) - entropy_from_counts(tyc)
+
+
+def report_verdict_tables(page: str) -> dict[str, dict[str, list[str]]]:
+    """Per configuration section: layer -> the verdict table's cells."""
+    out = {}
+    for section in page.split("\n## ")[1:]:
+        name = section.split("\n", 1)[0].strip()
+        table = section.split("Verdicts per layer:\n\n")[1].split("\n\n")[0] if "Verdicts per layer:" in section else ""
+        rows = [line.strip("|").split(" | ") for line in table.splitlines() if re.match(r"\| T\d ", line)]
+        out[name] = {r[0].strip(): [c.strip() for c in r] for r in rows}
+    return out

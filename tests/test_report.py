@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from independent import report_verdict_tables
 from phase_curves import EPOCHS as ALL_EPOCHS
 from phase_curves import LOG2_N, family
 
@@ -84,17 +84,6 @@ def report(sweep) -> Path:
     return sweep.parent / "out"
 
 
-def _tables(page: str) -> dict[str, dict[str, list[str]]]:
-    """Per configuration section: layer -> the verdict table's cells."""
-    out = {}
-    for section in page.split("\n## ")[1:]:
-        name = section.split("\n", 1)[0].strip()
-        table = section.split("Verdicts per layer:\n\n")[1].split("\n\n")[0] if "Verdicts per layer:" in section else ""
-        rows = [line.strip("|").split(" | ") for line in table.splitlines() if re.match(r"\| T\d ", line)]
-        out[name] = {r[0].strip(): [c.strip() for c in r] for r in rows}
-    return out
-
-
 def test_figures_exist_and_are_readable(report):
     from matplotlib.image import imread
 
@@ -108,7 +97,7 @@ def test_figures_exist_and_are_readable(report):
 
 
 def test_verdict_counts_equal_the_runs_phase_events(sweep, report):
-    tables = _tables((report / "report.md").read_text())
+    tables = report_verdict_tables((report / "report.md").read_text())
     assert {k for k, rows in tables.items() if rows} == set(KINDS)
     for cname in KINDS:
         for layer in ("T1", "T2", "T3"):
@@ -130,7 +119,7 @@ def test_verdict_counts_equal_the_runs_phase_events(sweep, report):
 
 
 def test_saturation_flag_counts_seeds_at_log2_n(sweep, report):
-    tables = _tables((report / "report.md").read_text())
+    tables = report_verdict_tables((report / "report.md").read_text())
     for cname in KINDS:
         for layer in ("T1", "T2", "T3"):
             n_sat = 0
@@ -181,11 +170,11 @@ def test_an_unfinished_sweep_reports_what_is_measured(sweep, tmp_path):
     assert cli_main(["report", str(d)]) == 0
     page = (d / "report" / "report.md").read_text()
     assert "3 of 6 seeds finished, 4 reported here (each run with measurements, to its last measured epoch)" in page
-    assert _tables(page)["syn-relu-8b"]["T2"][1] == "4"
+    assert report_verdict_tables(page)["syn-relu-8b"]["T2"][1] == "4"
     assert cli_main(["report", str(d), "--finished-only"]) == 0
     page = (d / "report" / "report.md").read_text()
     assert "3 of 6 seeds finished, 3 reported here (the finished ones)" in page
-    assert _tables(page)["syn-relu-8b"]["T2"][1] == "3"
+    assert report_verdict_tables(page)["syn-relu-8b"]["T2"][1] == "3"
 
 
 def test_not_a_sweep_is_one_line(tmp_path, capsys):

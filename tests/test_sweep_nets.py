@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from independent import report_verdict_tables
 
 from ib_brevitas.cli import main as cli_main
 from ib_brevitas.files import atomic_write_json, read_jsonl
@@ -99,16 +99,6 @@ def test_mlps_train_batched_and_the_conv_net_one_seed_at_a_time(tmp_path):
     assert _rows(conv) == _rows(_train(tmp_path / "conv-ref", "mnist-conv", 1, epochs=1, every=1))
 
 
-def _tables(page: str) -> dict[str, dict[str, list[str]]]:
-    out = {}
-    for section in page.split("\n## ")[1:]:
-        name = section.split("\n", 1)[0].strip()
-        table = section.split("Verdicts per layer:\n\n")[1].split("\n\n")[0] if "Verdicts per layer:" in section else ""
-        rows = [line.strip("|").split(" | ") for line in table.splitlines() if re.match(r"\| T\d ", line)]
-        out[name] = {r[0].strip(): [c.strip() for c in r] for r in rows}
-    return out
-
-
 def test_report_on_a_sweep_of_mnist_nets(mnist_sweep, tmp_path):
     from matplotlib.image import imread
 
@@ -116,7 +106,7 @@ def test_report_on_a_sweep_of_mnist_nets(mnist_sweep, tmp_path):
     assert cli_main(["report", str(mnist_sweep), "-o", str(out)]) == 0
     page = (out / "report.md").read_text()
     assert "data set of the mnist nets digits" in page
-    tables = _tables(page)
+    tables = report_verdict_tables(page)
     assert {k for k, rows in tables.items() if rows} == set(CONFIGS)
     for cname in CONFIGS:
         for kind in ("mean", "seeds", "accuracy"):
