@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -108,3 +109,17 @@ def test_file_opens_offline_with_the_same_counts(runs, tmp_path):
             assert page.evaluate("() => window.pwned === undefined")
         finally:
             browser.close()
+
+
+def test_estimator_filter_reaches_the_page(tmp_path):
+    """plot --html --estimator embeds only that estimator's points."""
+    d = tmp_path / "float-s0"
+    d.mkdir()
+    recs = records(0, range(0, 9, 3))
+    binned = [dataclasses.replace(r, estimator=est) for est in ("binning-uniform-30-global",
+              "binning-uniform-256-global") for r in recs]
+    append_jsonl(d / "mi.jsonl", [r.to_dict() for r in binned])
+    every = html.page_data([d])["points"]["float-s0"]
+    kept = html.page_data([d], ["binning-uniform-30-global"])["points"]["float-s0"]
+    assert "binning-uniform-256-global" in repr(every) and "binning-uniform-256-global" not in repr(kept)
+    assert "binning-uniform-30-global" in repr(kept)

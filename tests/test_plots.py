@@ -193,6 +193,28 @@ def test_exact_and_binned_series_are_never_mixed(tmp_path):
     assert offsets["T5"] == [[4.0, 0.5], [4.4, 0.5], [4.8, 0.5]]  # not mixed with the binned one
 
 
+def test_estimator_filter_keeps_only_those_series(tmp_path, capsys):
+    """plot --estimator draws only the named series (a float run holds one per estimator); a label the
+    run lacks is a one-line error that lists the labels it has."""
+    run = write_run(tmp_path / "float-s0", coincident_records(range(0, 12, 4), estimator="binning-uniform-30-global")
+                    + coincident_records(range(0, 12, 4), estimator="binning-uniform-256-global"))
+    every = {c.get_label() for c in plot_runs([run]).axes[0].collections if c.get_gid()}
+    assert "T1 (binning-uniform-30-global)" in every and "T1 (binning-uniform-256-global)" in every
+    fig = plot_runs([run], estimators=["binning-uniform-256-global"])
+    kept = {c.get_label() for c in fig.axes[0].collections if c.get_gid()}
+    assert kept == {f"T{i + 1} (binning-uniform-256-global)" for i in range(5)}
+    offsets = {c.get_gid(): c.get_offsets().data.tolist() for c in fig.axes[0].collections if c.get_gid()}
+    assert offsets["l4"] == [[4.0, 0.5], [4.4, 0.5], [4.8, 0.5]]
+    out = tmp_path / "f.png"
+    assert cli.main(["plot", str(run), "-o", str(out), "--estimator", "binning-uniform-30-global"]) == 0
+    assert out.stat().st_size > 0
+    capsys.readouterr()
+    assert cli.main(["plot", str(run), "-o", str(out), "--estimator", "exact"]) == 2
+    err = capsys.readouterr().err
+    assert "float-s0" in err and "binning-uniform-256-global, binning-uniform-30-global" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_mean_comes_from_the_shared_module(runs):
     """plot --mean and the tab's mean route call the same function."""
     from ib_brevitas.plots import panels as panels_module

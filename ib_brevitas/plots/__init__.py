@@ -24,10 +24,10 @@ __all__ = ["FORMATS", "LAYER_COLORS", "MARKERS", "Panel", "Series", "add_argumen
            "run", "write_html"]
 
 
-def write_html(run_dirs, out):
+def write_html(run_dirs, out, estimators=None):
     from ib_brevitas.plots.html import write_html as _write
 
-    return _write(run_dirs, out)
+    return _write(run_dirs, out, estimators)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average runs of one configuration (names differing only in a -seedN/-sN suffix)")
     parser.add_argument("--log-epoch", choices=["auto", "on", "off"], default="auto",
                         help="logarithmic epoch axis and colours (auto: for runs of 1000 epochs or more)")
+    parser.add_argument("--estimator", nargs="+", default=None, metavar="LABEL", dest="estimators",
+                        help="draw only these series: 'exact' and/or binning labels such as "
+                             "binning-uniform-30-global (default: every series; a float run holds one per estimator)")
     parser.add_argument("--no-spread", action="store_true", help="with --mean: no s.d. bands and ellipses")
     parser.add_argument("--dpi", type=int, default=150, help="resolution of a .png (default 150)")
 
@@ -50,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
         if args.html is not None:
             if args.html.suffix.lower() not in (".html", ".htm"):
                 raise ValueError(f"--html {args.html}: the file name must end in .html")
-            write_html(args.run_dirs, args.html)
+            write_html(args.run_dirs, args.html, args.estimators)
             out = args.html
         else:
             log = {"auto": None, "on": True, "off": False}[args.log_epoch]
             plot_runs(args.run_dirs, args.output, mean=args.mean, dpi=args.dpi, log_epoch=log,
-                      spread=not args.no_spread)
+                      spread=not args.no_spread, estimators=args.estimators)
             out = args.output
     except (ValueError, ImportError, OSError) as e:
         print(f"ib-brevitas plot: error: {e}", file=sys.stderr)

@@ -122,7 +122,7 @@ def _epoch_norm(lo: float, hi: float, log: bool):
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, mean: bool = False, dpi: int = 150,
-              log_epoch: bool | None = None, spread: bool = True):
+              log_epoch: bool | None = None, spread: bool = True, estimators: Sequence[str] | None = None):
     """Draw the information plane and MI-vs-epoch figure of runs; save it to `out` if given.
 
     Returns the matplotlib Figure. Artists carry the data: in the plane, one
@@ -131,6 +131,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, 
     layer's name (and `coincident` = all of them); label texts have gid
     "label:<text>", bounds "bound:log2_n" / "bound:h_y", markers "phase:<layer>:<kind>".
     `log_epoch`: None = logarithmic for runs of 1000 epochs or more.
+    `estimators`: draw only the series of these estimator labels (None: all).
     """
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise ValueError(f"output file {out}: use one of {', '.join(FORMATS)} (-o/--output), or --html")
@@ -138,7 +139,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, 
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("ib-brevitas plot needs matplotlib: pip install 'ib-brevitas[plot]'") from None
-    panels = panels_for(run_dirs, mean=mean, runs=load_runs(run_dirs))
+    panels = panels_for(run_dirs, mean=mean, runs=load_runs(run_dirs, estimators))
     fig = Figure(figsize=(5.2 * len(panels), 10.2), layout="constrained", dpi=dpi)
     fig.suptitle("Information plane, exact MI on the probe set (bits)" if all(
         s.exact for p in panels for s in p.series) else "Information plane (bits; estimated series marked)",

@@ -60,11 +60,11 @@ def bundle(entry: str = "app.js") -> str:
     return "\n".join(parts)
 
 
-def page_data(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
+def page_data(run_dirs: Sequence[str | Path], estimators: Sequence[str] | None = None) -> dict[str, Any]:
     """The route bodies the tab fetches, for these runs (the tab's JSON, keyed as api.js looks them up)."""
     from ib_brevitas.plots.panels import load_runs
 
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, estimators)
     names = [r.name for r in runs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -106,9 +106,9 @@ def render_page(data: dict[str, Any], title: str) -> str:
     )
 
 
-def write_html(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
-    """Write the self-contained page for these runs to `out` (atomically)."""
-    data = page_data(run_dirs)
+def write_html(run_dirs: Sequence[str | Path], out: str | Path, estimators: Sequence[str] | None = None) -> Path:
+    """Write the self-contained page for these runs to `out` (atomically); `estimators` as `plot_runs`'."""
+    data = page_data(run_dirs, estimators)
     title = "Information plane: " + ", ".join(sorted(data["versions"]))[:200]
     out = Path(out)
     atomic_write(out, render_page(data, title))

@@ -8,7 +8,7 @@ one layer are never merged or averaged together; the mean +- s.d. comes from
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -107,10 +107,24 @@ def describe(config: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def load_runs(run_dirs: Sequence[str | Path]) -> list[RunData]:
+def load_runs(run_dirs: Sequence[str | Path], estimators: Sequence[str] | None = None) -> list[RunData]:
+    """The runs, each cut to the series of `estimators` (labels such as "exact" or
+    "binning-uniform-30-global"; None: all). A run holding none of them is an error
+    that lists the labels it has, as `ib-brevitas phases --estimator` does."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    return [RunDir(d).load() for d in run_dirs]
+    runs = [RunDir(d).load() for d in run_dirs]
+    if estimators is None:
+        return runs
+    wanted, out = set(estimators), []
+    for run in runs:
+        kept = [r for r in run.records if r.estimator in wanted]
+        if not kept:
+            have = sorted({r.estimator for r in run.records})
+            raise ValueError(f"{run.path}: no records of --estimator {' '.join(estimators)} (it has "
+                             f"{', '.join(have)}); pass --estimator with one of those")
+        out.append(replace(run, records=kept))
+    return out
 
 
 def panels_for(run_dirs: Sequence[str | Path], mean: bool = False, runs: list[RunData] | None = None) -> list[Panel]:
