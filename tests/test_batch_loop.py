@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,25 @@ FILES = ("mi.jsonl", "metrics.jsonl", "phases.jsonl")
 
 
 def _config(run_dir: Path, seed: int, activation: str = "relu", bits: int = 8, epochs: int = 6,
-            net: str = "syn", prefit: int = 0) -> dict:
+            net: str = "syn", prefit: int = 0, data_dir: Path | None = None) -> dict:
+    dataset = "syn" if net == "syn" else "digits" if data_dir is None else "mnist"
     settings = {**SETTINGS, "activation": activation, "bits": bits, "epochs": epochs, "mi_every": 2, "seed": seed,
-                "lr": 1e-3, "net": net, "dataset": "syn" if net == "syn" else "digits", "prefit_random": prefit}
+                "lr": 1e-3, "net": net, "dataset": dataset, "prefit_random": prefit,
+                "data_dir": None if data_dir is None else str(data_dir)}
     return new_config(settings, run_dir, {})
+
+
+def _idx_dir(root: Path) -> Path:
+    """A small MNIST-format set with train and test files (a fixed split: every seed shares the data)
+    whose 700 training rows end in a 188-row minibatch (188 x 10 floats: off the 64-byte grid)."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 700), ("t10k", 300)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (images[:, 14, :10].argmax(axis=1) % 10).astype(np.uint8)  # learnable from the pixels
+        for kind, arr, magic in (("images-idx3", images, 0x803), ("labels-idx1", labels, 0x801)):
+            header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+            (root / f"{prefix}-{kind}-ubyte").write_bytes(header + arr.tobytes())
+    return root
 
 
 def _single(run_dir: Path, seed: int, **kw) -> Path:
@@ -45,7 +61,8 @@ def _single(run_dir: Path, seed: int, **kw) -> Path:
 
 def _batch(dirs: list[Path], seeds, resume=False, **kw) -> list[Path]:
     configs = [_config(d, s, **kw) for d, s in zip(dirs, seeds)]
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the engine's fallback warning: these must batch
         assert train_seed_batch(dirs, configs, resume=resume, progress=False) == 0
     return dirs
 
@@ -78,20 +95,22 @@ def _checkpoint(run_dir: Path) -> dict:
     return state
 
 
-# SYN at 8 and 4 bits, and an MNIST MLP (on scikit-learn's digits as 28x28 images: offline, small). The
-# last case trains on the engine's exact per-seed Brevitas fallback today: its start-up check finds the batched
-# gradient of a seed slot > 0 off on the 157-row last minibatch (torch 2.13 CPU), and says so in a warning.
+# SYN at 8 and 4 bits, and an MNIST MLP on scikit-learn's digits as 28x28 images (offline, small; a split
+# per seed, whose 157-row last minibatch put seed slot 1 off the 64-byte grid: it once fell back to the
+# per-seed Brevitas path) and on an IDX set with train and test files (all seeds share one copy of the data).
 # The ReLU case with a 3-epoch random-label prefit (epochs -3..0 on permuted labels) covers --prefit-random.
-CASES = [("syn", "tanh", 8, 0), ("syn", "relu", 8, 0), ("syn", "relu", 4, 0), ("mnist-4x10", "tanh", 8, 0),
-         ("syn", "relu", 8, 3)]
+# Every batch must run on the batched kernels (`_batch` turns the fallback warning into an error).
+CASES = [("syn", "tanh", 8, 0, False), ("syn", "relu", 8, 0, False), ("syn", "relu", 4, 0, False),
+         ("mnist-4x10", "tanh", 8, 0, False), ("mnist-4x10", "relu", 8, 0, True), ("syn", "relu", 8, 3, False)]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{a}-{b}b" + (f"-prefit{p}" if p else "")
-                                                   for n, a, b, p in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{a}-{b}b" + (f"-prefit{p}" if p else "") + ("-idx" if i else "")
+                                                   for n, a, b, p, i in CASES])
 def case(request, tmp_path_factory):
-    net, activation, bits, prefit = request.param
-    kw = dict(net=net, activation=activation, bits=bits, epochs=6 if net == "syn" else 4, prefit=prefit)
+    net, activation, bits, prefit, idx = request.param
     root = tmp_path_factory.mktemp(f"{net}{activation}{bits}")
+    kw = dict(net=net, activation=activation, bits=bits, epochs=6 if net == "syn" else 4, prefit=prefit,
+              data_dir=_idx_dir(root) if idx else None)
     singles = [_single(root / f"single{s}", s, **kw) for s in SEEDS]
     batch = _batch([root / f"batch{s}" for s in SEEDS], SEEDS, **kw)
     return singles, batch
@@ -127,6 +146,19 @@ def test_batched_checkpoints_resume_as_single_runs(tmp_path):
     for s, d in zip(SEEDS, [*batch, tmp_path / "batch2"]):
         assert _files(d) == _files(singles[s]), s
         _same(_checkpoint(d), _checkpoint(singles[s]))
+
+
+def test_seeds_share_one_copy_of_equal_data():
+    """Equal per-seed tensors (fixed train/test files) become one expanded copy, not S; unequal ones a stack."""
+    from ib_brevitas.experiments.batch_loop import _seed_stack
+
+    x = torch.randn(50, 784)
+    shared = _seed_stack([x, x.clone(), x.clone()])
+    assert shared.shape == (3, 50, 784) and shared.stride(0) == 0 and shared.data_ptr() == x.data_ptr()
+    other = x.clone()
+    other[7, 3] += 1
+    stacked = _seed_stack([x, other, x])
+    assert stacked.stride(0) == 50 * 784 and torch.equal(stacked[1], other) and torch.equal(stacked[2], x)
 
 
 def test_configs_must_differ_only_in_seed(tmp_path):

@@ -194,13 +194,19 @@ class SeedBatch(SeedState):
             mean_losses = self._brevitas_epoch(x, y, orders)
             self._seed_steps = [(self.stack.step, self.stack.counter)] * self.n_seeds
             return mean_losses if losses else None
-        # One row gather per epoch (seed s's rows at s * n); the batches are slices of it.
-        idx = (torch.stack(orders) + torch.arange(self.n_seeds).view(-1, 1) * n).view(-1)
-        xs = x.reshape(self.n_seeds * n, -1).index_select(0, idx).view(self.n_seeds, n, -1)
-        ys = y.reshape(-1).index_select(0, idx).view(self.n_seeds, n)
+        # Each step gathers only its own rows (a whole epoch's gather would copy S x the data set each
+        # epoch); from one copy where all seeds share the data (expanded, stride 0), else seed s's rows at s * n.
+        shared = x.stride(0) == 0 and y.stride(0) == 0
+        flat_x, flat_y = (x[0], y[0]) if shared else (x.reshape(self.n_seeds * n, -1), y.reshape(-1))
+        idx = torch.stack(orders)
+        if not shared:
+            idx = idx + torch.arange(self.n_seeds).view(-1, 1) * n
         total = torch.zeros(self.n_seeds, dtype=torch.float64)
         for start in range(0, n, self.batch_size):
-            xb, yb = xs[:, start : start + self.batch_size], ys[:, start : start + self.batch_size]
+            rows = idx[:, start : start + self.batch_size]
+            b = rows.shape[1]
+            xb = flat_x.index_select(0, rows.reshape(-1)).view(self.n_seeds, b, -1)
+            yb = flat_y.index_select(0, rows.reshape(-1)).view(self.n_seeds, b)
             loss, _ = self.train_step(xb, yb, with_loss=losses)
             if losses:
                 total += loss.double() * xb.shape[1]

@@ -110,7 +110,9 @@ def compare(batch, x: Tensor, y: Tensor, probe: Tensor | None, seeds: Sequence[i
 
     stack = batch.stack.clone()
     for start in _batch_starts(x.shape[1], batch.batch_size, steps):
-        xb, yb = x[:, start : start + batch.batch_size], y[:, start : start + batch.batch_size]
+        # Contiguous, as train_epoch's per-step gather hands them to train_step.
+        xb = x[:, start : start + batch.batch_size].contiguous()
+        yb = y[:, start : start + batch.batch_size].contiguous()
         losses, grads = batch.train_step(xb, yb, stack=stack)
         for s, ref, opt in zip(seeds, refs, opts):
             where = f"seed slot {s}, step at sample {start}"

@@ -6,7 +6,7 @@ Brevitas forward of `models.PaperMLP` and autograd's backward run for one
 seed (torch's derivative formulas; Brevitas' straight-through estimators for
 round and the weight clamp; its where-based tanh clamp, which stops the
 gradient), with each per-seed op replaced by its batched twin: `F.linear` by
-`baddbmm`, `mm` by `bmm` (into 64-byte aligned blocks, see `_bmm_aligned`), a
+`baddbmm`, `mm` by `bmm` (on and into 64-byte aligned blocks, see `_aligned`), a
 full reduction by a reduction over the non-seed dims. Each seed's numbers are meant to equal its own single-seed Brevitas run
 bit for bit; that is a property of the platform's kernels, not of the maths,
 so `engine.SeedBatch.verify` checks it at run time against Brevitas itself.
@@ -90,8 +90,9 @@ def forward(
     z = x
     for i in range(last + 1):
         wq = _quant_weight(weights[i], c)
+        h = _aligned(h)
         wsaved.append(wq + [h])
-        z = torch.baddbmm(biases[i].unsqueeze(1), h, wq[1].transpose(1, 2))  # F.linear, per seed
+        z = _linear(biases[i], h, wq[1])  # F.linear, per seed
         if i == last:
             break
         if relu:
@@ -129,17 +130,38 @@ def forward(
     return outs, codes, wsaved, asaved
 
 
-def _bmm_aligned(a: Tensor, b: Tensor) -> Tensor:
-    """bmm with each seed's (o, i) result starting on a 64-byte boundary, as a lone mm's result does.
+def _aligned_empty(n: int, r: int, col: int, like: Tensor) -> Tensor:
+    """An (n, r, col) tensor whose every seed's (r, col) block starts on a 64-byte boundary."""
+    blk = (r * col + 15) // 16 * 16
+    return torch.empty([n, blk], dtype=like.dtype).as_strided([n, r, col], [blk, col, 1])
 
-    BLAS picks its kernel by the output's alignment: a plain bmm into (S, o, i)
-    gives some seeds other roundings than their single-seed mm (seen for the
-    7x10 and 5x7 weight gradients of the SYN net).
+
+def _aligned(t: Tensor) -> Tensor:
+    """t (S, r, c) with each seed's block starting on a 64-byte boundary, as a lone seed's tensor does.
+
+    BLAS picks its kernel by the operands' alignment. A seed's block of a contiguous (S, r, c)
+    starts at s * r * c floats, off the boundary when r * c is no multiple of 16 (a short last
+    minibatch: 157 rows x 10 units), and that seed's bmm then rounds unlike its single-seed mm
+    (seen on MNIST-4x10's 157-row last batch, forward and backward, and the SYN weight gradients).
     """
-    n, o, i = a.shape[0], a.shape[1], b.shape[2]
-    blk = (o * i + 15) // 16 * 16
-    out = torch.empty([n, blk], dtype=a.dtype).as_strided([n, o, i], [blk, i, 1])
-    return torch.bmm(a, b, out=out)
+    r, col = t.shape[1], t.shape[2]
+    # Already so: rows contiguous, blocks 16 floats apart or one shared block (an expanded probe set,
+    # never copied), offset aligned (CPU allocations start on 64 bytes).
+    if (t.stride(2) == 1 and t.stride(1) == col and (t.stride(0) == 0 or t.stride(0) % 16 == 0)
+            and t.storage_offset() % 16 == 0):
+        return t
+    return _aligned_empty(t.shape[0], r, col, t).copy_(t)
+
+
+def _bmm_aligned(a: Tensor, b: Tensor) -> Tensor:
+    """bmm into aligned per-seed blocks (operands aligned by the caller, see `_aligned`)."""
+    return torch.bmm(a, b, out=_aligned_empty(a.shape[0], a.shape[1], b.shape[2], a))
+
+
+def _linear(bias: Tensor, h: Tensor, w: Tensor) -> Tensor:
+    """F.linear per seed, h aligned by the caller: baddbmm into aligned per-seed blocks (see `_aligned`)."""
+    return torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2),
+                         out=_aligned_empty(h.shape[0], h.shape[1], w.shape[1], h))
 
 
 def _weight_backward(g_wq: Tensor, saved: list[Tensor], c: Consts) -> Tensor:
@@ -194,11 +216,12 @@ def train_step(
     for j in range(n):
         i = n - 1 - j
         # F.linear = addmm(b, h, wq.t()): autograd's sum_to and mm_mat1/mm_mat2 backward
+        gz = _aligned(gz)
         g_biases.append(gz.sum([1]))
         g_weights.append(_weight_backward(_bmm_aligned(gz.transpose(1, 2), wsaved[i][7]), wsaved[i], c))
         if i == 0:
             break
-        g_h = torch.bmm(gz, wsaved[i][1])
+        g_h = _bmm_aligned(gz, wsaved[i][1])
         a = asaved[i - 1]
         if relu:
             y, ay, st, s, q, code = a[0], a[1], a[2], a[3], a[4], a[5]
