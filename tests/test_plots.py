@@ -202,7 +202,11 @@ def test_estimator_filter_keeps_only_those_series(tmp_path, capsys):
     assert "T1 (binning-uniform-30-global)" in every and "T1 (binning-uniform-256-global)" in every
     fig = plot_runs([run], estimators=["binning-uniform-256-global"])
     kept = {c.get_label() for c in fig.axes[0].collections if c.get_gid()}
-    assert kept == {f"T{i + 1} (binning-uniform-256-global)" for i in range(5)}
+    # one estimator in the panel: plain layer labels, the estimator said once in the title
+    assert kept == {f"T{i + 1}" for i in range(5)}
+    assert "binning-uniform-256-global: an estimate, not exact MI" in fig.axes[0].get_title()
+    texts = [t.get_text() for t in fig.axes[0].texts if (t.get_gid() or "").startswith("label:")]
+    assert sorted(texts) == ["T1\u2013T4", "T5"]
     offsets = {c.get_gid(): c.get_offsets().data.tolist() for c in fig.axes[0].collections if c.get_gid()}
     assert offsets["l4"] == [[4.0, 0.5], [4.4, 0.5], [4.8, 0.5]]
     out = tmp_path / "f.png"

@@ -115,7 +115,8 @@ def test_verdict_counts_equal_the_runs_phase_events(sweep, report):
     assert tables["syn-relu-8b"]["T1"][3].startswith("0/6 (0%)")
     # the overview repeats the counts, one row per configuration
     page = (report / "report.md").read_text()
-    assert "| syn-relu-8b | 6 | 6/6, 0/6 | 6/6, 6/6 | " in page and "| syn-tanh-8b | 6 | n/o, 0/6 sat | 6/6, 4/6 |" in page
+    assert "| syn-relu-8b | exact | 6 | 6/6, 0/6 | 6/6, 6/6 | " in page
+    assert "| syn-tanh-8b | exact | 6 | n/o, 0/6 sat | 6/6, 4/6 |" in page
 
 
 def test_saturation_flag_counts_seeds_at_log2_n(sweep, report):
@@ -185,3 +186,45 @@ def test_not_a_sweep_is_one_line(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path)]) == 2
     assert "is not an ib-brevitas sweep manifest" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+
+
+def test_a_float_configuration_reports_each_estimator_apart(tmp_path):
+    """A float net's runs hold binned series only (one per estimator): the report gives each estimator its
+    own figures and verdict table, labelled as an estimate, with the curves' truth (held peaks compress,
+    plateaus do not) per estimator, and never an exact table."""
+    rng = np.random.default_rng(3)
+    kinds = {"binning-uniform-30-global": ["held_peak", "plateau"], "binning-uniform-256-global": ["plateau", "held_peak"]}
+    d, runs = tmp_path / "sweep", {}
+    for s in range(4):
+        rd = RunDir(d / f"syn-tanh-32b-s{s}")
+        rd.create()
+        rd.write_config({"net": "syn", "dataset": "syn", "activation": "tanh", "bits": 32, "epochs": int(EPOCHS[-1]),
+                         "mi_every": EVERY, "seed": s, "lr": 1e-4, "batch_size": 256, "test_fraction": 0.2,
+                         "engine": "fast", "phase_thresholds": {}})
+        records = []
+        for est, layer_kinds in kinds.items():
+            curves = [(x[::STRIDE], y[::STRIDE]) for x, y, _ in (family(k, rng, sigma=0.02) for k in layer_kinds)]
+            records += [LayerMI(layer=f"T{i + 1}", epoch=int(e), step=None, i_xt=float(min(x[j], LOG2_N)),
+                                i_ty=float(y[j]), h_t=float(min(x[j], LOG2_N)), n_distinct=1, n_samples=4096,
+                                bit_width=32, width=4, layer_index=i, h_y=1.0, estimator=est)
+                        for j, e in enumerate(EPOCHS) for i, (x, y) in enumerate(curves)]
+        rd.append_records(records)
+        runs[rd.path.name] = "syn-tanh-32b"
+    write_manifest(d, {"version": VERSION, "grid": {"bits": [32], "epochs": [int(EPOCHS[-1])]}, "seeds": list(range(4)),
+                       "fixed": {"engine": "fast", "phase_thresholds": {}}, "runs": runs, "sessions": [],
+                       "configurations": {"syn-tanh-32b": {"activation": "tanh", "bits": 32, "epochs": int(EPOCHS[-1])}}})
+    assert cli_main(["report", str(d), "-o", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "report.md").read_text()
+    assert "Verdicts per layer:" not in page  # no exact table for a float net
+    for est, (t1, t2) in kinds.items():
+        part = page.split(f"### {est}: an estimate by binning, not exact MI")[1].split("\n### ")[0]
+        table = part.split(f"Verdicts per layer of the {est} series (an estimate):\n\n")[1].split("\n\n")[0]
+        rows = {r.strip("|").split(" | ")[0].strip(): r.strip("|").split(" | ")[3].strip()
+                for r in table.splitlines() if r.startswith("| T")}
+        truth = {"held_peak": "4/4 (100%)", "plateau": "0/4 (0%)"}
+        assert rows["T1"].startswith(truth[t1]) and rows["T2"].startswith(truth[t2]), (est, rows)
+        for kind in ("mean", "seeds"):
+            assert (tmp_path / "out" / "figures" / f"syn-tanh-32b-{est}-{kind}.png").stat().st_size > 0
+        assert f"| syn-tanh-32b | {est} (estimate) | 4 |" in page
+    # estimators in bin order, 30 before 256
+    assert page.index("### binning-uniform-30-global") < page.index("### binning-uniform-256-global")

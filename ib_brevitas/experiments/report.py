@@ -22,6 +22,7 @@ from typing import Any
 from ib_brevitas.experiments.sweep_plan import UsageError, read_manifest
 from ib_brevitas.files import atomic_savefig
 from ib_brevitas.formatting import fmt, format_table
+from ib_brevitas.records import EXACT
 from ib_brevitas.rundir import RunDir, RunDirError
 
 PROG = "ib-brevitas report"
@@ -85,13 +86,15 @@ def _grid_text(manifest: dict[str, Any]) -> str:
     return (f"Grid: {grid}{data}; seeds {span} ({len(seeds)} per configuration); training step "
             f"{manifest.get('fixed', {}).get('engine', 'fast')}; phase thresholds "
             f"{', '.join(f'{k}={v}' for k, v in th.items()) or 'the defaults (docs/phases.md)'}. "
-            "MI is exact (bits) on the whole probe set.")
+            "MI in bits on the whole probe set: exact, except the series labelled binning-..., which are "
+            "estimates (float nets, or --estimators).")
 
 
 def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], names: list[str], figures: Path,
                           out: Path, fixed: dict[str, Any], dpi: int, finished_only: bool = False
                           ) -> tuple[list[str], Any]:
-    """The page's part for one configuration (figures, verdict table, accuracy), and its PhaseSummary."""
+    """The page's part for one configuration (figures and verdict table per estimator, accuracy), and its
+    PhaseSummary per estimator (exact, and each binning a float or binned run holds, labelled as estimates)."""
     from ib_brevitas.experiments.report_figures import accuracy_figure, accuracy_series, save, seeds_figure
     from ib_brevitas.experiments.sweep_engines import is_done
     from ib_brevitas.phases.seeds import summarize_runs
@@ -105,22 +108,28 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
              "seeds finished" + ("" if len(done) == len(dirs) else f", {len(measured)} reported here "
                                   f"({used})"), ""]
     if not measured:
-        return lines + ["No measurements yet.", ""], None
+        return lines + ["No measurements yet.", ""], {}
     runs = [d.load() for d in measured]
     paths = [d.path for d in measured]
     rel = figures.relative_to(out)
-    fig = plot_runs(paths, figures / f"{cname}-mean.png", mean=True, dpi=dpi)
-    atomic_savefig(fig, figures / f"{cname}-mean.pdf")
-    save(seeds_figure(runs, cname), figures / f"{cname}-seeds", dpi=dpi)
-    lines += [f"![{cname}: mean over seeds]({rel}/{cname}-mean.png)", "",
-              f"Mean \u00b1 s.d. over seeds ([PDF]({rel}/{cname}-mean.pdf)).", "",
-              f"![{cname}: every seed]({rel}/{cname}-seeds.png)", "",
-              f"Every seed's trajectory per layer, coloured by epoch; black: the mean ([PDF]({rel}/{cname}-seeds.pdf)).",
-              ""]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # runs of one configuration at different lengths
-        summary = summarize_runs(paths, events=False, **(fixed.get("phase_thresholds") or {}))
-    lines += ["Verdicts per layer:", "", verdict_table(summary), "", VERDICT_NOTES, ""]
+    summaries = {}
+    for est in estimators_of(runs):
+        stem = cname if est == EXACT else f"{cname}-{est}"
+        if est != EXACT:
+            lines += [f"### {est}: an estimate by binning, not exact MI", ""]
+        fig = plot_runs(paths, figures / f"{stem}-mean.png", mean=True, dpi=dpi, estimators=[est])
+        atomic_savefig(fig, figures / f"{stem}-mean.pdf")
+        save(seeds_figure(runs, cname, est), figures / f"{stem}-seeds", dpi=dpi)
+        lines += [f"![{stem}: mean over seeds]({rel}/{stem}-mean.png)", "",
+                  f"Mean \u00b1 s.d. over seeds ([PDF]({rel}/{stem}-mean.pdf)).", "",
+                  f"![{stem}: every seed]({rel}/{stem}-seeds.png)", "",
+                  f"Every seed's trajectory per layer, coloured by epoch; black: the mean ([PDF]({rel}/{stem}-seeds.pdf)).",
+                  ""]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # runs of one configuration at different lengths
+            summaries[est] = summarize_runs(paths, events=False, estimator=est, **(fixed.get("phase_thresholds") or {}))
+        lines += ["Verdicts per layer" + ("" if est == EXACT else f" of the {est} series (an estimate)") + ":", "",
+                  verdict_table(summaries[est]), "", VERDICT_NOTES, ""]
     scales = scale_table(runs)
     if scales:
         lines += ["Quantizer scale of each layer's output (the code's step; a growing ReLU range makes each code "
@@ -132,7 +141,13 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
                   f"Final accuracy (epoch {acc.epoch[-1]}, {int(acc.n_runs[-1])} seeds): train "
                   f"{acc.i_xt[-1]:.4f} \u00b1 {acc.sd_xt[-1]:.4f}, test {acc.i_ty[-1]:.4f} \u00b1 {acc.sd_ty[-1]:.4f}.",
                   ""]
-    return lines, summary
+    return lines, summaries
+
+
+def estimators_of(runs: list[Any]) -> list[str]:
+    """The estimators the runs' records hold: exact first, then the binnings in label order."""
+    natural = lambda e: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in e.split("-")]  # 30 < 100 < 256
+    return sorted({r.estimator for run in runs for r in run.records}, key=lambda e: (e != EXACT, natural(e)))
 
 
 def scale_table(runs: list[Any]) -> str | None:
@@ -159,14 +174,14 @@ def scale_table(runs: list[Any]) -> str | None:
     return format_table(["layer", "scale at start", "at end", "end / start", "seeds"], rows, markdown=True)
 
 
-def overview(summaries: dict[str, Any]) -> list[str]:
-    """One row per configuration: per layer, seeds fitting / compressing of those observable / decided."""
-    done = {c: s for c, s in summaries.items() if s is not None}
+def overview(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per configuration and estimator: per layer, seeds fitting / compressing of those observable / decided."""
+    done = {(c, est): s for c, per in summaries.items() for est, s in per.items()}
     if not done:
         return []
     labels = sorted({s.label for summ in done.values() for s in summ.layers}, key=lambda x: int(x[1:]))
     rows = []
-    for cname, summ in done.items():
+    for (cname, est), summ in done.items():
         by = {s.label: s for s in summ.layers}
         cells = []
         for label in labels:
@@ -178,10 +193,12 @@ def overview(summaries: dict[str, Any]) -> list[str]:
             fit = f"{s.n_fitting}/{obs}" if obs else "n/o"
             cells.append(f"{fit}, {s.n_compression}/{s.n_compression + s.n_no_compression}"
                          + (" sat" if 2 * s.n_saturated > s.n_runs else ""))
-        rows.append([cname, str(max(s.n_runs for s in summ.layers)), *cells])
+        rows.append([cname, est if est == EXACT else f"{est} (estimate)", str(max(s.n_runs for s in summ.layers)),
+                     *cells])
     return ["## Overview", "", "Per layer: seeds with a fitting phase / where it is observable, seeds with "
-            "compression / with a decided verdict (sat: most seeds saturated at log2 N).", "",
-            format_table(["configuration", "seeds", *labels], rows, markdown=True), ""]
+            "compression / with a decided verdict (sat: most seeds saturated at log2 N). Binning rows are "
+            "estimates of a float (or binned) series, not exact MI.", "",
+            format_table(["configuration", "MI", "seeds", *labels], rows, markdown=True), ""]
 
 
 VERDICT_NOTES = (

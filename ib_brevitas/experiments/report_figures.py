@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ib_brevitas.files import atomic_savefig
+from ib_brevitas.records import EXACT
 from ib_brevitas.rundir import RunData
 from ib_brevitas.seedmean import MeanSeries, mean_sd
 
@@ -29,14 +30,14 @@ def save(fig, stem: Path, dpi: int = 130) -> list[Path]:
     return paths
 
 
-def layer_series(runs: Sequence[RunData]) -> tuple[list[tuple[int, str]], list[dict[str, tuple]]]:
-    """Layers in network order ((index, name)), and per run layer -> (epochs, i_xt, i_ty) of its exact records."""
+def layer_series(runs: Sequence[RunData], estimator: str = EXACT) -> tuple[list[tuple[int, str]], list[dict[str, tuple]]]:
+    """Layers in network order ((index, name)), and per run layer -> (epochs, i_xt, i_ty) of its `estimator`'s records."""
     layers: dict[str, int] = {}
     per_run = []
     for run in runs:
         cols: dict[str, tuple[list, list, list]] = {}
         for r in sorted(run.records, key=lambda r: r.epoch):
-            if r.estimator != "exact":
+            if r.estimator != estimator:
                 continue
             layers.setdefault(r.layer, r.layer_index)
             e, x, y = cols.setdefault(r.layer, ([], [], []))
@@ -47,19 +48,21 @@ def layer_series(runs: Sequence[RunData]) -> tuple[list[tuple[int, str]], list[d
     return sorted((i, name) for name, i in layers.items()), per_run
 
 
-def seeds_figure(runs: Sequence[RunData], title: str):
-    """One panel per layer: each seed's path in the information plane coloured by epoch, the mean in black."""
+def seeds_figure(runs: Sequence[RunData], title: str, estimator: str = EXACT):
+    """One panel per layer: each seed's path in the information plane coloured by epoch, the mean in black
+    (of `estimator`'s series; a binning's figure says it is an estimate)."""
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    layers, per_run = layer_series(runs)
+    layers, per_run = layer_series(runs, estimator)
     means = mean_sd(per_run)
     epochs = [e for cols in per_run for s in cols.values() for e in s[0]]
     norm = Normalize(vmin=min(epochs), vmax=max(max(epochs), min(epochs) + 1))
     n_cols = min(3, len(layers))
     n_rows = -(-len(layers) // n_cols)
     fig = Figure(figsize=(4.2 * n_cols + 0.8, 3.6 * n_rows + 0.6), layout="constrained")
-    fig.suptitle(f"{title}: every seed ({len(runs)}), coloured by epoch; black: mean over seeds", fontsize=11)
+    what = "" if estimator == EXACT else f", {estimator} (an estimate, not exact MI)"
+    fig.suptitle(f"{title}{what}: every seed ({len(runs)}), coloured by epoch; black: mean over seeds", fontsize=11)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     log2_n = max(r.log2_n for run in runs for r in run.records)
     h_y = max(r.h_y for run in runs for r in run.records)

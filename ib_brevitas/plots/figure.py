@@ -40,10 +40,10 @@ def _plain():
 
 
 def join_labels(series: Sequence[Series]) -> str:
-    """'T1-T4' for consecutive exact layers, else the labels joined by commas."""
+    """'T1-T4' for consecutive layers of one estimator, else the labels joined by commas."""
     if len(series) == 1:
         return series[0].label
-    if not all(s.exact for s in series):
+    if len({s.estimator for s in series}) > 1 or any(s.label != f"T{s.index + 1}" for s in series):
         return ", ".join(s.label for s in series)
     idx = sorted({s.index for s in series})
     parts, i = [], 0

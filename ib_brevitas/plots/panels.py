@@ -127,12 +127,26 @@ def load_runs(run_dirs: Sequence[str | Path], estimators: Sequence[str] | None =
     return out
 
 
+def _one_estimate(panel: Panel) -> Panel:
+    """A panel of one binning estimator's series only: plain T1..Tn labels, the estimator in the subtitle
+    (said once, not after every layer); a panel that mixes estimators keeps the labelled names."""
+    estimators = {s.estimator for s in panel.series}
+    if len(estimators) != 1 or EXACT in estimators:
+        return panel
+    for s in panel.series:
+        s.label = series_label(s.index, EXACT)
+    est = estimators.pop()
+    panel.subtitle = "\n".join(x for x in (panel.subtitle, f"{est}: an estimate, not exact MI") if x)
+    return panel
+
+
 def panels_for(run_dirs: Sequence[str | Path], mean: bool = False, runs: list[RunData] | None = None) -> list[Panel]:
     """What `plot_runs` draws: one panel per run, or per group of seeds with `mean`."""
     loaded = runs if runs is not None else load_runs(run_dirs)
     if not mean:
-        return [Panel(run.name, _series(run.records), *_bounds(run.records), [e.to_dict() for e in shown_events(run.events)],
-                      describe(run.config)) for run in loaded]
+        return [_one_estimate(Panel(run.name, _series(run.records), *_bounds(run.records),
+                                    [e.to_dict() for e in shown_events(run.events)], describe(run.config)))
+                for run in loaded]
     groups: dict[str, list[RunData]] = defaultdict(list)
     for run in loaded:
         groups[group_of(run.name)].append(run)
@@ -142,6 +156,5 @@ def panels_for(run_dirs: Sequence[str | Path], mean: bool = False, runs: list[Ru
         n = len(members)
         config = {k: v for k, v in (members[0].config or {}).items() if k != "seed"}
         sub = ", ".join(x for x in (describe(config), f"mean \u00b1 s.d. of {n} run{'s' if n > 1 else ''}") if x)
-        panels.append(Panel(name,
-                            mean_series([m.records for m in members]), *_bounds(every), [], sub))
+        panels.append(_one_estimate(Panel(name, mean_series([m.records for m in members]), *_bounds(every), [], sub)))
     return panels
