@@ -157,7 +157,7 @@ class InformationPlane:
 
     def record_to(self, run_dir: Any, writer: Any = None, phases: bool = True,
                   on_events: Callable[[list[Any]], Any] | None = None, sync: bool = True,
-                  **thresholds: float) -> Any:
+                  step_offset: int = 0, **thresholds: float) -> Any:
         """Write records to `run_dir`'s mi.jsonl (+ phase events, + `writer`'s TensorBoard data).
 
         The run directory is made to agree with this plane first: after
@@ -165,7 +165,9 @@ class InformationPlane:
         the restored history (what a crash wrote after the checkpoint goes);
         a fresh plane refuses a directory that already holds records.
         sync=False: mi.jsonl is flushed, not fsync'ed, per measurement (the
-        caller fsyncs it, e.g. before each checkpoint). Returns the `RunDir`.
+        caller fsyncs it, e.g. before each checkpoint). step_offset: the
+        TensorBoard step is epoch + step_offset (K for a K-epoch prefit, whose
+        epochs start at -K). Returns the `RunDir`.
         """
         from ib_brevitas.phases import PhaseTracker
         from ib_brevitas.rundir import RunDir, RunDirError
@@ -186,7 +188,7 @@ class InformationPlane:
 
             write_jsonl(rd.records_path, [r.to_dict() for r in self.history])
         self.add_sink(JsonlSink(rd.records_path, sync=sync))
-        tb = tensorboard_sink(writer) if writer is not None else None
+        tb = tensorboard_sink(writer, step_offset) if writer is not None else None
         if tb is not None:
             self.add_sink(tb)
         if phases:

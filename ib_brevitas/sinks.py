@@ -46,8 +46,8 @@ def close_sink(sink: Sink) -> None:
         close()
 
 
-def tensorboard_sink(writer: Any):
-    """A `TensorBoardSink` on a user's open SummaryWriter (the sink does not close it)."""
+def tensorboard_sink(writer: Any, step_offset: int = 0):
+    """A `TensorBoardSink` on a user's open SummaryWriter (the sink does not close it); step = epoch + step_offset."""
     from ib_brevitas.tensorboard.summary import TensorBoardSink
 
     if not hasattr(writer, "add_summary") and not hasattr(writer, "_get_file_writer"):
@@ -57,7 +57,7 @@ def tensorboard_sink(writer: Any):
         )
     if getattr(writer, "all_writers", True) is None:
         raise ValueError("log_to: this SummaryWriter is closed; pass an open one")
-    return TensorBoardSink(writer=writer)
+    return TensorBoardSink(writer=writer, step_offset=step_offset)
 
 
 class JsonlSink:

@@ -96,3 +96,46 @@ def test_cli_prefit_flag(tmp_path, capsys):
     assert all(r.estimator == "binning-uniform-30-layer" for r in rd.read_records())
     assert main(["train", "--no-progress", "--run-dir", str(run_dir), "--resume", "--prefit-random", "3"]) == 2
     assert "was run with prefit_random=2" in capsys.readouterr().err
+
+
+def _tb_records(rd):
+    from ib_brevitas.tensorboard.reader import read_event_files
+
+    records, events = read_event_files(rd.event_files())
+    return sorted((r.estimator, r.layer, r.epoch, r.step, r.i_xt, r.i_ty, r.n_distinct) for r in records), events
+
+
+def test_the_prefit_reaches_tensorboard_at_steps_epoch_plus_k(reference):
+    """TensorBoard steps are >= 0: a 4-epoch prefit's epochs -4..0 are written at steps 0..4 (every step is
+    epoch + 4), the records keep their own epochs, so the tab draws what mi.jsonl holds, prefit included."""
+    from tensorboard.backend.event_processing import event_file_loader
+
+    got, events = _tb_records(reference)
+    assert got == sorted(_values(reference)) and {v[2] for v in got} == {-4, -2, 0, 2, 4}
+    assert [e.to_dict() for e in events] == [e.to_dict() for e in reference.read_events()]
+    steps = {}
+    for path in reference.event_files():
+        for ev in event_file_loader.LegacyEventFileLoader(str(path)).Load():
+            for v in ev.summary.value if ev.HasField("summary") else ():
+                steps.setdefault(v.tag.split("/")[0], set()).add(ev.step)
+    assert steps["ib"] == {0, 2, 4, 6, 8}  # ib/I_XT/<layer> at epoch + 4
+    assert steps["acc"] == {4, 6, 8}  # metrics from epoch 0 on, at the same steps
+
+
+@pytest.mark.parametrize("stop_after", [1, 5])  # in the prefit, after it
+def test_a_resumed_prefit_run_keeps_tensorboard_equal_to_its_files(reference, tmp_path, monkeypatch, stop_after):
+    rd = RunDir(tmp_path / "run")
+    real, calls = loop.train_epoch, []
+
+    def counting(run, prefit=False):
+        calls.append(prefit)
+        out = real(run, prefit)
+        if len(calls) == stop_after:
+            monkeypatch.setattr(loop._StopAtEpochEnd, "requested", True)
+        return out
+
+    monkeypatch.setattr(loop, "train_epoch", counting)
+    assert loop.train_and_measure(rd, _config(rd.path, checkpoint_secs=1000), resume=False, progress=False) == 130
+    monkeypatch.setattr(loop._StopAtEpochEnd, "requested", False)
+    assert loop.train_and_measure(rd, _config(rd.path), resume=True, progress=False) == 0
+    assert _tb_records(rd)[0] == _tb_records(reference)[0] == sorted(_values(reference))

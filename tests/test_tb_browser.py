@@ -57,6 +57,7 @@ TENSORBOARD = Path(sys.executable).with_name("tensorboard")
 EVIL = '<script>window.pwned=1<\\script><img src=x onerror="window.pwned=2">'
 TRAINED = ["tiny-relu-seed0", "tiny-relu-seed1", EVIL, "one-point"]
 RUNS = [*TRAINED, "old-format", "coincident", "poisoned"]
+PREFIT = "zz-prefit"  # a seventh configuration: beyond the six the tab selects by default
 HW_ROWS = [{"layer": f"body.{i}.act", "hw_node": f"Thresholding_rtl_{i}", "bit_width": 8, "width": 12 - i,
             "i_xt": 11.9 - i, "i_ty": 0.99, "lut": 12345 - i, "bram": 4, "dsp": 0, "cycles": 409600, "ints_match": True}
            for i in range(5)]
@@ -122,6 +123,20 @@ def write_coincident(run_dir: Path) -> None:
     append_jsonl(run_dir / "mi.jsonl", [r.to_dict() for r in recs])
 
 
+def write_prefit(run_dir: Path) -> None:
+    """A 4-epoch random-label prefit (epochs -4..-1) before 8 epochs of training, as `train --prefit-random 4`
+    writes it to TensorBoard: every step is epoch + 4."""
+    recs = []
+    with TensorBoardSink(log_dir=run_dir, step_offset=4) as sink:
+        for e in range(-4, 9):
+            rs = [LayerMI(layer=f"T{i + 1}", epoch=e, step=e + 4, i_xt=3 + i + 0.2 * e, i_ty=0.4 + 0.05 * (e + 4),
+                          h_t=3 + i + 0.2 * e, n_distinct=50, n_samples=512, bit_width=8, width=4 - i, layer_index=i,
+                          h_y=0.99) for i in range(2)]
+            sink.write(rs)
+            recs += rs
+    append_jsonl(run_dir / "mi.jsonl", [r.to_dict() for r in recs])
+
+
 def mi_jsonl(logdir: Path, run: str) -> dict[str, list]:
     by_layer = defaultdict(list)
     for r in read_records(logdir / run / "mi.jsonl"):
@@ -163,6 +178,7 @@ def training(tmp_path_factory):
     old = write_v1_run(logdir / "old-format", list(range(0, 12, 3)))
     append_jsonl(logdir / "old-format" / "mi.jsonl", [r.to_dict() for r in old])
     write_coincident(logdir / "coincident")
+    write_prefit(logdir / PREFIT)
     write_raw(logdir / "poisoned", {e: poison_rows(e, "h_y" if e in (1, 2) else None) for e in range(5)}, POISON_META)
     append_jsonl(logdir / "poisoned" / "mi.jsonl", [  # what the tab must show: the valid values
         LayerMI(layer=POISON_META["layers"][j], estimator="exact", **{
@@ -483,6 +499,32 @@ def test_mean_over_seeds(page, training):
     assert f"epoch {epoch}" in text and f"mean of {len(rs)} run" in text
     assert f"I(X;T) = {mx:.4f} \u00b1 {sd([r.i_xt for r in rs]):.4f} bits" in text
     assert f"I(T;Y) = {my:.4f} \u00b1 {sd([r.i_ty for r in rs]):.4f} bits" in text
+
+
+def test_a_prefit_is_drawn_at_its_negative_epochs(page, training):
+    """A random-label prefit run (a seventh configuration, so not among the six shown by default): picked,
+    every point of mi.jsonl drawn at its own (negative) epoch, the epoch plots shade and name the prefit."""
+    logdir, _ = training
+    f = frame(page)
+    panel = f"() => document.querySelector(\".ip-panel[data-run='{PREFIT}']\")"
+    assert f.evaluate(panel) is None  # the default shows the first six configurations
+    picker = page.frame_locator(FRAME).locator(f"input[data-group='{PREFIT}']")
+    picker.scroll_into_view_if_needed()
+    picker.check()
+    f.wait_for_function(panel)
+    try:
+        check_run_panel(page, logdir, PREFIT)
+        assert drawn(page, PREFIT)["T1"]["epochs"][:5] == [-4, -3, -2, -1, 0]
+        band = f.evaluate(f"""() => {{
+            const p = document.querySelector(".ip-panel[data-run='{PREFIT}']");
+            return [p.querySelectorAll('.ip-prefit-band').length,
+                    [...p.querySelectorAll('.ip-prefit-label')].map((t) => t.textContent)];
+        }}""")
+        assert band[0] >= 2 and band[1] == ["random-label prefit"]
+        assert page.ib_errors == []
+    finally:
+        picker.uncheck()
+        f.wait_for_function(f"() => !document.querySelector(\".ip-panel[data-run='{PREFIT}']\")")
 
 
 def test_log_epoch_axis_toggle(page):

@@ -9,6 +9,7 @@ entry point, flags fixed by our loader), with the Python loader
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -382,6 +383,32 @@ def test_resumed_run_shows_no_orphaned_data(tmp_path, load_fast):
                         lambda b: b["series"] and b["series"][0]["i_xt"][50:] == resumed)
         assert body["series"][0]["epoch"] == list(range(60))
         assert [e["epoch"] for e in get(client, ROUTE + "phases?run=run")["events"]] == [55]
+    finally:
+        stop(tb)
+
+
+@pytest.mark.parametrize("load_fast", ["false", "true"])
+def test_a_prefit_run_is_drawn_at_its_negative_epochs(tmp_path, load_fast):
+    """A 3-epoch random-label prefit writes at step = epoch + 3 (TensorBoard steps are >= 0); the tab's
+    routes give the records' own epochs -3..5 and the prefit's phase event at its negative epoch."""
+    run = tmp_path / "prefit"
+    written = []
+    with TensorBoardSink(log_dir=run, step_offset=3) as sink:
+        for e in range(-3, 6):
+            recs = records(e + 3, LAYERS[:2])
+            recs = [dataclasses.replace(r, epoch=e) for r in recs]
+            sink.write(recs)
+            written += recs
+        sink.write_phase_events([phase(LAYERS[0], -2, FITTING_ENDED, -1)])
+    with pytest.raises(ValueError, match="step_offset"):
+        TensorBoardSink(log_dir=tmp_path / "x", step_offset=-1)
+    client, tb = tensorboard_client(tmp_path, *loader_flags(load_fast))
+    try:
+        body = wait_for(client, ROUTE + "points?run=prefit", lambda b: n_points(b) == len(written))
+        assert sorted(records_of(body), key=lambda d: (d["layer_index"], d["epoch"])) == \
+            sorted((r.to_dict() for r in written), key=lambda d: (d["layer_index"], d["epoch"]))
+        assert body["series"][0]["epoch"] == list(range(-3, 6))
+        assert [e["epoch"] for e in get(client, ROUTE + "phases?run=prefit")["events"]] == [-2]
     finally:
         stop(tb)
 

@@ -165,11 +165,12 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
             rd.truncate_snapshots(last)
         rd.write_config(config)
         rd.truncate_metrics(start - 1 if last is None else last)
-        writer = SummaryWriter(log_dir=str(rd.path), purge_step=last + 1 if last is not None else 0, flush_secs=10)
+        writer = SummaryWriter(log_dir=str(rd.path), purge_step=max(0, last + 1 - start) if last is not None else 0,
+                               flush_secs=10)
         writers.append(writer)
         # mi.jsonl and metrics.jsonl are fsync'ed before each checkpoint, not per measurement: a killed
         # process loses nothing written; an OS crash loses at most what the next resume re-trains anyway.
-        plane.record_to(rd, writer=writer if start == 0 else None, on_events=_announcer(rd.path.name),
+        plane.record_to(rd, writer=writer, on_events=_announcer(rd.path.name), step_offset=-start,
                         sync=False, **config["phase_thresholds"])
 
     saved_at = time.monotonic()
@@ -197,7 +198,7 @@ def _train_group(rds: list[RunDir], configs: list[dict], states: list[dict | Non
             if epoch >= 0:
                 for name, v in metrics[k].items():
                     split, what = name.split("_", 1)
-                    writer.add_scalar(f"{what}/{split}", v, epoch)
+                    writer.add_scalar(f"{what}/{split}", v, epoch - start)  # steps are epoch + K after a prefit
             row = {"epoch": epoch, **metrics[k], "train_loss_running": None if running is None else running[k]}
             rd.append_metrics({**row, "prefit_random": True} if epoch < 0 else row, sync=False)
             plane.measure_async(epoch, step=step)

@@ -44,7 +44,10 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
     # a run's first one, so only then do the markers of later resumes take effect.
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(rd.path), purge_step=max(0, last + 1) if last is not None else 0, flush_secs=10)
+    # TensorBoard steps are >= 0: a prefit's epochs -K..0 go to steps 0..K, every step is epoch + K.
+    offset = -start
+    writer = SummaryWriter(log_dir=str(rd.path), purge_step=max(0, last + 1 + offset) if last is not None else 0,
+                           flush_secs=10)
 
     def say(events: list[Any]) -> None:
         for e in events:
@@ -52,8 +55,7 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
 
     plane = run.plane
     if plane is not None:
-        # TensorBoard steps are >= 0: a prefit's negative epochs keep the records and events in the files only.
-        plane.record_to(rd, writer=writer if start == 0 else None, on_events=say, **config["phase_thresholds"])
+        plane.record_to(rd, writer=writer, on_events=say, step_offset=offset, **config["phase_thresholds"])
     saved_at = time.monotonic()
     metrics: dict[str, float] = {}
 
@@ -72,7 +74,7 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
         if epoch >= 0:
             for k, v in metrics.items():
                 split, name = k.split("_", 1)
-                writer.add_scalar(f"{name}/{split}", v, epoch)
+                writer.add_scalar(f"{name}/{split}", v, epoch + offset)
         row = {"epoch": epoch, **metrics, "train_loss_running": train_loss}
         rd.append_metrics({**row, "prefit_random": True} if epoch < 0 else row)
         step = (epoch - start) * run.steps_per_epoch
@@ -112,7 +114,7 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
         verdicts = plane.finish_phases() if plane is not None else {}
         if plane is not None:
             plane.close()  # every exact record in mi.jsonl before the binned ones join it
-        binned = finish_binning(rd, run, writer if start == 0 else None)
+        binned = finish_binning(rd, run, writer, offset)
     finally:
         try:
             if plane is not None:
@@ -131,7 +133,7 @@ def train_and_measure(rd: RunDir, config: dict[str, Any], *, resume: bool, threa
     return 0
 
 
-def finish_binning(rd: RunDir, run: Any, writer: Any) -> list[LayerMI]:
+def finish_binning(rd: RunDir, run: Any, writer: Any, step_offset: int = 0) -> list[LayerMI]:
     """The binned records of the whole run, from its snapshots (global bounds over all of them), into mi.jsonl.
 
     mi.jsonl is rewritten atomically as its exact records followed by these, so
@@ -148,7 +150,7 @@ def finish_binning(rd: RunDir, run: Any, writer: Any) -> list[LayerMI]:
     if writer is not None:
         from ib_brevitas.tensorboard.summary import TensorBoardSink
 
-        sink = TensorBoardSink(writer=writer)
+        sink = TensorBoardSink(writer=writer, step_offset=step_offset)
         for group in _by(binned, lambda r: (r.estimator, r.epoch)).values():
             sink.write(group)
     return binned

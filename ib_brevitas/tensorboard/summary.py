@@ -83,12 +83,12 @@ def add_summary(writer: Any, summary: summary_pb2.Summary, step: int) -> None:
 
 def _check_step(step: Any, what: str) -> int:
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise ValueError(f"{what} must be a non-negative integer (the epoch), got {step!r}")
+        raise ValueError(f"{what} must be a non-negative integer (the epoch + step_offset), got {step!r}")
     return int(step)
 
 
-def _is_epoch(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+def _is_epoch(x: Any, lowest: int = 0) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and x >= lowest
 
 
 def _describe(detail: Any) -> str:
@@ -114,6 +114,9 @@ class TensorBoardSink:
     event file are respected) or a `log_dir` to open one here; `group` names
     the configuration a run belongs to, so the dashboard can average seeds
     (default: the run name without a seed suffix such as `-seed3`).
+    `step_offset`: TensorBoard steps are >= 0, so a run whose epochs start at
+    -K (a K-epoch random-label prefit) writes at global step = epoch + K; the
+    records keep their own epochs, which the tab draws (the prefit at -K..0).
     """
 
     def __init__(
@@ -123,11 +126,15 @@ class TensorBoardSink:
         *,
         group: str | None = None,
         purge_step: int | None = None,
+        step_offset: int = 0,
     ) -> None:
         if (writer is None) == (log_dir is None):
             raise ValueError("give exactly one of writer= (a SummaryWriter) or log_dir= (a run directory)")
         if group is not None and not isinstance(group, str):
             raise TypeError(f"group must be a string, got {type(group).__name__}")
+        if isinstance(step_offset, bool) or not isinstance(step_offset, numbers.Integral) or step_offset < 0:
+            raise ValueError(f"step_offset must be a non-negative integer (K for a K-epoch prefit), got {step_offset!r}")
+        self.step_offset = int(step_offset)
         if writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -149,7 +156,7 @@ class TensorBoardSink:
         return {"version": WIRE_VERSION, **content}
 
     def write(self, records: Iterable[LayerMI], step: int | None = None) -> None:
-        """Write one measurement (all layers) at global step `step` (default: the records' epoch)."""
+        """Write one measurement (all layers) at global step `step` (default: the records' epoch + step_offset)."""
         records = [_as_record(r) for r in records]
         if not records:
             return
@@ -165,7 +172,7 @@ class TensorBoardSink:
         epochs = {r.epoch for r in records}
         if step is None and len(epochs) > 1:
             raise ValueError(f"one measurement holds the epochs {sorted(epochs)}; write each epoch separately")
-        s = _check_step(records[0].epoch if step is None else step, "step")
+        s = _check_step(records[0].epoch + self.step_offset if step is None else step, "step")
         records.sort(key=lambda r: (r.layer_index, r.layer))
         tag, tensor, content = wire.encode(records, self.group)
         # One event per measurement: one tensor for every layer, plus the legacy
@@ -183,7 +190,7 @@ class TensorBoardSink:
         """Write `PhaseEvent`s (from `ib_brevitas.phases`) for the plugin's markers.
 
         The global step is `step`, else the latest `detected_epoch` (the
-        measurement that decided the events). Events written at one step are
+        measurement that decided the events) + step_offset. Events written at one step are
         merged, so the last value at a step holds them all (TensorBoard's Rust
         loader keeps one value per step). Also written as the text summary
         `ib/phases` for the Text tab.
@@ -198,9 +205,10 @@ class TensorBoardSink:
                 raise TypeError(f"phase events must be ib_brevitas.phases.PhaseEvent objects (from PhaseTracker), "
                                 f"got {type(e).__name__}; build one with PhaseEvent.from_dict(d)")
             for name in ("epoch", "detected_epoch"):
-                if not _is_epoch(getattr(e, name)):
-                    raise ValueError(f"phase event {e!r}: {name} must be a non-negative number")
-        s = _check_step(int(max(e.detected_epoch for e in events)) if step is None else step, "step")
+                if not _is_epoch(getattr(e, name), -self.step_offset):
+                    raise ValueError(f"phase event {e!r}: {name} must be a number >= {-self.step_offset} "
+                                     "(-step_offset)")
+        s = _check_step(int(max(e.detected_epoch for e in events)) + self.step_offset if step is None else step, "step")
         merged = self._phases_by_step.setdefault(s, [])
         merged.extend(e.to_dict() for e in events)
         meta = self._metadata_once(PHASES_TAG, {"kind": "phases"})

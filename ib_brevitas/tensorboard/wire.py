@@ -130,7 +130,7 @@ def _valid_rows(a: np.ndarray, cols: dict[str, int]) -> np.ndarray:
             ok &= (xi == np.round(xi)) & (np.abs(xi) < _MAX_INT)
     s = lambda n: a[..., cols[n]]  # noqa: E731
     with np.errstate(invalid="ignore"):
-        ok &= (s("n_samples") >= 1) & (s("epoch") >= 0) & (s("layer_index") >= 0)
+        ok &= (s("n_samples") >= 1) & (s("layer_index") >= 0)  # epochs < 0: a random-label prefit
         ok &= (s("i_xt") >= 0) & (s("i_ty") >= 0) & (s("h_t") >= 0) & (s("h_y") >= 0)
         ok &= (s("saturated") == 0) | (s("saturated") == 1)
     return ok
