@@ -67,6 +67,14 @@ def _batch(dirs: list[Path], seeds, resume=False, **kw) -> list[Path]:
     return dirs
 
 
+def _tensorboard(run_dir: Path) -> tuple[list, list]:
+    """The records and phase events the run's event files hold (as the tab reads them)."""
+    from ib_brevitas.tensorboard.reader import read_event_files
+
+    records, events = read_event_files(RunDir(run_dir).event_files())
+    return sorted(json.dumps(r.to_dict(), sort_keys=True) for r in records), [e.to_dict() for e in events]
+
+
 def _files(run_dir: Path) -> dict:
     return {f: read_jsonl(run_dir / f) if (run_dir / f).exists() else None for f in FILES}
 
@@ -124,6 +132,9 @@ def test_batched_seeds_write_what_their_single_runs_write(case):
         assert json.loads((batched / "summary.json").read_text()) == json.loads((single / "summary.json").read_text())
         assert (batched / "summary.txt").read_text() == (single / "summary.txt").read_text()
         assert any(p.name.startswith("events.out.tfevents") for p in batched.iterdir())
+        assert _tensorboard(batched) == _tensorboard(single)  # a prefit's too, at step = epoch + K
+        assert _tensorboard(batched)[0] == sorted(json.dumps(r.to_dict(), sort_keys=True)
+                                                  for r in RunDir(batched).read_records())
         config = RunDir(batched).read_config()
         assert config == {**RunDir(single).read_config(), "run_dir": str(batched)}
         # the checkpoint: model, counters, Adam state, shuffle generator, RNGs, monitor state, config
