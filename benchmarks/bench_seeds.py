@@ -132,7 +132,7 @@ def bench_workers(quick: bool) -> None:
     import tempfile
     import time
 
-    epochs = 100 if quick else 1000
+    epochs = 100 if quick else 2000
     grid = ["--activation", "tanh", "--lr", "1e-4", "2e-4", "--seeds", "0-9", "--epochs", str(epochs), "--mi-every", "5",
             "--no-progress"]
     walls, cores = {}, {}
