@@ -29,6 +29,8 @@ MARK = {True: "Y", False: "n", None: "?"}
 def load(run_dirs: list[Path]) -> list[dict]:
     runs = []
     for d in run_dirs:
+        if not (d / "summary.json").exists() or not (d / "config.json").exists():
+            sys.exit(f"binning_verdicts: {d} has no summary.json/config.json (not a finished run); pass finished runs")
         config = json.loads((d / "config.json").read_text())
         summary = json.loads((d / "summary.json").read_text())
         groups = {"exact": summary["layers"], **summary.get("binned", {})}
