@@ -109,7 +109,8 @@ def _checkpoint(run_dir: Path) -> dict:
 # The ReLU case with a 3-epoch random-label prefit (epochs -3..0 on permuted labels) covers --prefit-random.
 # Every batch must run on the batched kernels (`_batch` turns the fallback warning into an error).
 CASES = [("syn", "tanh", 8, 0, False), ("syn", "relu", 8, 0, False), ("syn", "relu", 4, 0, False),
-         ("mnist-4x10", "tanh", 8, 0, False), ("mnist-4x10", "relu", 8, 0, True), ("syn", "relu", 8, 3, False)]
+         ("mnist-4x10", "tanh", 8, 0, False), ("mnist-4x10", "relu", 8, 0, True), ("syn", "relu", 8, 3, False),
+         ("mnist-4x10", "relu", 8, 2, True)]  # shared images, each seed's own permuted prefit labels
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{a}-{b}b" + (f"-prefit{p}" if p else "") + ("-idx" if i else "")

@@ -196,17 +196,17 @@ class SeedBatch(SeedState):
             return mean_losses if losses else None
         # Each step gathers only its own rows (a whole epoch's gather would copy S x the data set each
         # epoch); from one copy where all seeds share the data (expanded, stride 0), else seed s's rows at s * n.
-        shared = x.stride(0) == 0 and y.stride(0) == 0
-        flat_x, flat_y = (x[0], y[0]) if shared else (x.reshape(self.n_seeds * n, -1), y.reshape(-1))
-        idx = torch.stack(orders)
-        if not shared:
-            idx = idx + torch.arange(self.n_seeds).view(-1, 1) * n
+        # Inputs and labels apart: a prefit shares the images but permutes each seed's labels.
+        order = torch.stack(orders)
+        own = order + torch.arange(self.n_seeds).view(-1, 1) * n
+        flat_x, idx_x = (x[0], order) if x.stride(0) == 0 else (x.reshape(self.n_seeds * n, -1), own)
+        flat_y, idx_y = (y[0], order) if y.stride(0) == 0 else (y.reshape(-1), own)
         total = torch.zeros(self.n_seeds, dtype=torch.float64)
         for start in range(0, n, self.batch_size):
-            rows = idx[:, start : start + self.batch_size]
-            b = rows.shape[1]
-            xb = flat_x.index_select(0, rows.reshape(-1)).view(self.n_seeds, b, -1)
-            yb = flat_y.index_select(0, rows.reshape(-1)).view(self.n_seeds, b)
+            rows_x, rows_y = idx_x[:, start : start + self.batch_size], idx_y[:, start : start + self.batch_size]
+            b = rows_x.shape[1]
+            xb = flat_x.index_select(0, rows_x.reshape(-1)).view(self.n_seeds, b, -1)
+            yb = flat_y.index_select(0, rows_y.reshape(-1)).view(self.n_seeds, b)
             loss, _ = self.train_step(xb, yb, with_loss=losses)
             if losses:
                 total += loss.double() * xb.shape[1]
