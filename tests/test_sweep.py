@@ -131,6 +131,24 @@ def test_paper_preset_plans_the_study(tmp_path):
     assert [j.name for j in jobs] == ["syn-tanh-8b-k5-s0", "syn-tanh-8b-k10-s0"]
 
 
+@pytest.mark.parametrize("engine, starts", [("local", True), ("ray", False)])
+def test_worker_server_starts_before_the_settings_are_checked(tmp_path, monkeypatch, engine, starts):
+    """The workers' imports overlap the parent's checks (a serial start no worker count wins back)."""
+    import argparse
+
+    from ib_brevitas.experiments import sweep, train
+    from ib_brevitas.experiments.sweep_args import add_arguments
+
+    events = []
+    monkeypatch.setattr(sweep, "start_worker_server", lambda: events.append("server"))
+    checked = train.validate
+    monkeypatch.setattr(train, "validate", lambda *a: (events.append("check"), checked(*a))[1])
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    sweep.plan_sweep(p.parse_args(["--sweep-dir", str(tmp_path / "s"), "--seeds", "0-1", "--engine", engine]))
+    assert events == (["server", "check", "check"] if starts else ["check", "check"])
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--bits"], "--bits has no values: the grid is empty"),
     (["--seeds", ","], "--seeds names no seed: the grid is empty"),

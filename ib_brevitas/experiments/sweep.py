@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ib_brevitas.experiments.sweep_args import add_arguments  # noqa: F401  the command's flags
-from ib_brevitas.experiments.sweep_engines import ENGINES, Outcome, epochs_done, is_done, run_local, run_ray
+from ib_brevitas.experiments.sweep_engines import (
+    ENGINES,
+    Outcome,
+    epochs_done,
+    is_done,
+    run_local,
+    run_ray,
+    start_worker_server,
+)
 from ib_brevitas.experiments.sweep_plan import (
     VERSION,
     Job,
@@ -50,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[Job]]:
-    """The manifest's grid part and every job, all arguments checked (nothing written)."""
+    """The manifest's grid part and every job, all arguments checked (nothing written).
+
+    For the local engine the workers' fork server starts once the cheap checks pass.
+    """
     from ib_brevitas.experiments import train
     from ib_brevitas.phases.types import make_thresholds
 
@@ -69,6 +80,8 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[Job]]:
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
     data = data_settings(args, grid["net"])
+    if args.engine == "local":
+        start_worker_server()  # its imports run while the settings below are checked
     engine = args.train_engine or train.SETTINGS["engine"]
     checks = argparse.Namespace(threads=1, checkpoint_secs=args.checkpoint_secs, resume=False, overwrite=False)
     sweep_dir = args.sweep_dir.resolve()

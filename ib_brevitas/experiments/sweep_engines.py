@@ -168,6 +168,19 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def start_worker_server() -> None:
+    """Start the local workers' fork server now, before the sweep plans its runs.
+
+    Its imports (torch, Brevitas: seconds) then overlap the parent's own checks of
+    every run's settings instead of following them: every worker waits for them,
+    so this is time no number of workers wins back.
+    """
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def run_ray(tasks: list[Task], *, address: str | None, workers: int | None, checkpoint_secs: float,
             max_retries: int, tick: Callable[[], None], say: Callable[[str], None]) -> Outcome:
     """Tasks as Ray tasks (one CPU each); Ray re-executes one whose worker died, up to `max_retries` times.
