@@ -61,6 +61,11 @@ class RunData:
         return self.path.name
 
 
+def load_run(run: str | os.PathLike[str] | RunData) -> RunData:
+    """A run directory's `RunData`; one already loaded is passed through (read once, used many times)."""
+    return run if isinstance(run, RunData) else RunDir(run).load()
+
+
 class RunDir:
     """A run's directory. Paths are properties; reading checks and names the file on error."""
 

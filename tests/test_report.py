@@ -213,7 +213,12 @@ def test_a_float_configuration_reports_each_estimator_apart(tmp_path):
     write_manifest(d, {"version": VERSION, "grid": {"bits": [32], "epochs": [int(EPOCHS[-1])]}, "seeds": list(range(4)),
                        "fixed": {"engine": "fast", "phase_thresholds": {}}, "runs": runs, "sessions": [],
                        "configurations": {"syn-tanh-32b": {"activation": "tanh", "bits": 32, "epochs": int(EPOCHS[-1])}}})
-    assert cli_main(["report", str(d), "-o", str(tmp_path / "out")]) == 0
+    loads = []
+    load = RunDir.load
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RunDir, "load", lambda self: (loads.append(self.path.name), load(self))[1])
+        assert cli_main(["report", str(d), "-o", str(tmp_path / "out")]) == 0
+    assert sorted(loads) == sorted(runs)  # each run read once, not once per estimator and figure
     page = (tmp_path / "out" / "report.md").read_text()
     assert "Verdicts per layer:" not in page  # no exact table for a float net
     for est, (t1, t2) in kinds.items():

@@ -110,14 +110,13 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
     if not measured:
         return lines + ["No measurements yet.", ""], {}
     runs = [d.load() for d in measured]
-    paths = [d.path for d in measured]
     rel = figures.relative_to(out)
     summaries = {}
     for est in estimators_of(runs):
         stem = cname if est == EXACT else f"{cname}-{est}"
         if est != EXACT:
             lines += [f"### {est}: an estimate by binning, not exact MI", ""]
-        fig = plot_runs(paths, figures / f"{stem}-mean.png", mean=True, dpi=dpi, estimators=[est])
+        fig = plot_runs(runs, figures / f"{stem}-mean.png", mean=True, dpi=dpi, estimators=[est])
         atomic_savefig(fig, figures / f"{stem}-mean.pdf")
         save(seeds_figure(runs, cname, est), figures / f"{stem}-seeds", dpi=dpi)
         lines += [f"![{stem}: mean over seeds]({rel}/{stem}-mean.png)", "",
@@ -127,7 +126,7 @@ def configuration_section(sweep_dir: Path, cname: str, point: dict[str, Any], na
                   ""]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # runs of one configuration at different lengths
-            summaries[est] = summarize_runs(paths, events=False, estimator=est, **(fixed.get("phase_thresholds") or {}))
+            summaries[est] = summarize_runs(runs, events=False, estimator=est, **(fixed.get("phase_thresholds") or {}))
         lines += ["Verdicts per layer" + ("" if est == EXACT else f" of the {est} series (an estimate)") + ":", "",
                   verdict_table(summaries[est]), "", VERDICT_NOTES, ""]
     scales = scale_table(runs)

@@ -25,7 +25,7 @@ from ib_brevitas.phases.series import running_median
 from ib_brevitas.phases.tracker import PhaseTracker
 from ib_brevitas.phases.types import PhaseEvent, PhaseVerdict, Thresholds, make_thresholds
 from ib_brevitas.records import EXACT, LayerMI
-from ib_brevitas.rundir import IDENTITY_KEYS, RunDir
+from ib_brevitas.rundir import IDENTITY_KEYS, RunData, load_run
 
 # config.json keys that must agree for runs to be "one configuration" (seed may differ)
 CONFIG_KEYS = (*IDENTITY_KEYS, "epochs")
@@ -126,14 +126,17 @@ class PhaseSummary:
 # ---------------------------------------------------------------- one run
 
 
-def analyse_run(run_dir: str | Path, events: bool = True, estimator: str = EXACT, **thresholds: float) -> RunPhases:
+def analyse_run(run_dir: str | Path | RunData, events: bool = True, estimator: str = EXACT,
+                **thresholds: float) -> RunPhases:
     """Verdicts (and, unless `events=False`, replayed tracker events) of one run's `estimator` series.
 
     Exact and binned series are never mixed: only records of that estimator are read.
+    `run_dir` may be a loaded `RunData` (as `report` passes, once per estimator).
     """
     th = make_thresholds(thresholds)
-    run = RunDir(run_dir).load()
-    mi = Path(run_dir) / "mi.jsonl"
+    run = load_run(run_dir)
+    run_dir = run.path
+    mi = run_dir / "mi.jsonl"
     records, config = [r for r in run.records if r.estimator == estimator], run.config
     if not records:
         have = sorted({r.estimator for r in run.records})
@@ -293,9 +296,10 @@ def summarize_layer(layer: str, runs: Sequence[RunPhases], th: Thresholds,
     )
 
 
-def summarize_runs(run_dirs: Sequence[str | Path], events: bool = True, estimator: str = EXACT,
+def summarize_runs(run_dirs: Sequence[str | Path | RunData], events: bool = True, estimator: str = EXACT,
                    **thresholds: float) -> PhaseSummary:
-    """Verdicts of every run and per-layer statistics across them (runs of one configuration)."""
+    """Verdicts of every run and per-layer statistics across them (runs of one configuration;
+    directories or loaded `RunData`)."""
     th = make_thresholds(thresholds)
     if not run_dirs:
         raise ValueError("give at least one run directory")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ib_brevitas.files import atomic_savefig
 from ib_brevitas.plots.panels import Panel, Series, load_runs, panels_for
+from ib_brevitas.rundir import RunData
 
 FORMATS = (".png", ".pdf", ".svg")
 MARKERS = ("s", "^", "D", "o")  # per layer, cycling; the dashboard uses the same order
@@ -121,7 +122,7 @@ def _epoch_norm(lo: float, hi: float, log: bool):
     return FuncNorm((lambda e: np.log10(np.maximum(e, 0) + 1), lambda v: 10 ** v - 1), vmin=lo, vmax=hi)
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, mean: bool = False, dpi: int = 150,
+def plot_runs(run_dirs: Sequence[str | Path | RunData], out: str | Path | None = None, *, mean: bool = False, dpi: int = 150,
               log_epoch: bool | None = None, spread: bool = True, estimators: Sequence[str] | None = None):
     """Draw the information plane and MI-vs-epoch figure of runs; save it to `out` if given.
 
@@ -132,6 +133,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, 
     "label:<text>", bounds "bound:log2_n" / "bound:h_y", markers "phase:<layer>:<kind>".
     `log_epoch`: None = logarithmic for runs of 1000 epochs or more.
     `estimators`: draw only the series of these estimator labels (None: all).
+    `run_dirs` may hold loaded `RunData` (a caller drawing several figures of the same runs).
     """
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise ValueError(f"output file {out}: use one of {', '.join(FORMATS)} (-o/--output), or --html")

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from ib_brevitas.phases import shown_events
 from ib_brevitas.records import EXACT, LayerMI
-from ib_brevitas.rundir import RunData, RunDir
+from ib_brevitas.rundir import RunData, load_run
 from ib_brevitas.seedmean import group_of, mean_sd
 from ib_brevitas.tensorboard.wire import series_label
 
@@ -107,13 +107,13 @@ def describe(config: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def load_runs(run_dirs: Sequence[str | Path], estimators: Sequence[str] | None = None) -> list[RunData]:
-    """The runs, each cut to the series of `estimators` (labels such as "exact" or
-    "binning-uniform-30-global"; None: all). A run holding none of them is an error
-    that lists the labels it has, as `ib-brevitas phases --estimator` does."""
+def load_runs(run_dirs: Sequence[str | Path | RunData], estimators: Sequence[str] | None = None) -> list[RunData]:
+    """The runs (directories, or `RunData` already loaded), each cut to the series of `estimators`
+    (labels such as "exact" or "binning-uniform-30-global"; None: all). A run holding none of them
+    is an error that lists the labels it has, as `ib-brevitas phases --estimator` does."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    runs = [RunDir(d).load() for d in run_dirs]
+    runs = [load_run(d) for d in run_dirs]
     if estimators is None:
         return runs
     wanted, out = set(estimators), []
