@@ -232,3 +232,20 @@ def test_long_runs_get_a_log_epoch_axis(tmp_path):
     fig = plot_runs([run])
     assert fig.axes[2].get_xscale() == "symlog"
     assert plot_runs([run], log_epoch=False).axes[2].get_xscale() == "linear"
+
+
+def test_a_long_title_stays_inside_its_panel(tmp_path):
+    """A mean panel of a long configuration (Fashion-MNIST, a 3000-epoch MNIST net) was cut at both edges."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    config = {"net": "mnist-bottleneck-2", "dataset": "fashion-mnist", "activation": "relu", "bits": 8,
+              "epochs": 3000, "seed": 0}
+    runs = [write_run(tmp_path / f"mnist-bottleneck-2-fashion-mnist-relu-8b-s{s}", coincident_records(),
+                      {**config, "seed": s}) for s in range(5)]
+    fig = plot_runs(runs, tmp_path / "f.png", mean=True)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    plane = fig.axes[0]
+    title = plane.title.get_window_extent(canvas.get_renderer())
+    assert "mean \u00b1 s.d. of 5 runs" in plane.get_title()
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1, (title, fig.bbox)

@@ -11,6 +11,7 @@ epoch axis and colour scale.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +32,7 @@ PHASE_MARKERS = {"fitting_ended": ("o", "fitting ended"), "compression_started":
 LONG_RUN_EPOCHS = 1000  # as the tab: from here on the epoch axis is logarithmic by default
 LABEL_PT = 9
 MAX_ELLIPSES = 300
+TITLE_CHARS = 60  # a plane panel's title line, 9 pt, beside its colour bar
 
 
 def _plain():
@@ -197,7 +199,9 @@ def _draw_plane(fig, ax, panel: Panel, log: bool, spread: bool) -> None:
                 color="0.3", gid="bound-label:h_y")
     ax.set_xlabel("I(X;T) [bits]")
     ax.set_ylabel("I(T;Y) [bits]")
-    ax.set_title(panel.title + (f"\n{panel.subtitle}" if panel.subtitle else ""), fontsize=9)
+    lines = [panel.title, *([panel.subtitle] if panel.subtitle else [])]
+    # Wrapped to the panel (~60 characters of 9 pt beside its colour bar): a long line ran off both edges.
+    ax.set_title("\n".join(textwrap.fill(t, TITLE_CHARS, break_long_words=False) for t in lines), fontsize=9)
     if mappable is not None:
         bar = fig.colorbar(mappable, ax=ax, label="epoch (log scale)" if log else "epoch")
         if log:
