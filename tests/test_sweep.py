@@ -229,6 +229,42 @@ def test_a_killed_worker_is_replaced_and_every_record_is_intact(tmp_path, capsys
     assert _rows(victim) == _rows(ref)
 
 
+def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
+    """SIGKILL the sweep itself: its worker checkpoints at the epoch end and exits (it trained on, orphaned,
+    holding the run's lock), and the same command then resumes the run to an uninterrupted run's records."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "sweep"
+    flags = ["--activation", "relu", "--epochs", "300", "--mi-every", "2", "--seeds", "0", "--checkpoint-secs", "0",
+             "--no-progress", "--workers", "1"]
+    command = [sys.executable, "-m", "ib_brevitas", "sweep", "--sweep-dir", str(d), *flags]
+    sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = d / "syn-relu-8b-s0"
+    try:
+        t0 = time.monotonic()
+        while _measured_epochs(run) < 5 or not (run / "checkpoints" / "last.pt").exists():
+            assert sweep.poll() is None, "the sweep ended before its run's fifth measurement"
+            assert time.monotonic() - t0 < 240, "timed out waiting for the run's fifth measurement"
+            time.sleep(0.05)
+        worker = int((run / ".lock").read_text().split()[0])
+        assert worker != sweep.pid
+        sweep.kill()
+        sweep.wait()
+        t0 = time.monotonic()
+        while os.path.exists(f"/proc/{worker}") and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]:
+            assert time.monotonic() - t0 < 20, "the worker trained on after its sweep was killed"
+            time.sleep(0.05)
+    finally:
+        sweep.kill()
+    assert not RunDir(run).summary_path("json").exists(), "the run finished before the sweep was killed; lengthen it"
+    assert subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
+    ref = tmp_path / "ref"
+    assert cli_main(["train", "--run-dir", str(ref), "--activation", "relu", "--epochs", "300", "--mi-every", "2",
+                     "--seed", "0", "--no-progress"]) == 0
+    assert _rows(run) == _rows(ref)
+
+
 @pytest.mark.slow
 def test_ray_engine_on_a_local_cluster(small_sweep, tmp_path):
     ray = pytest.importorskip("ray")

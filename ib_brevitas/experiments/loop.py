@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -202,19 +203,26 @@ def run_summary_text(records: list[LayerMI], verdicts: dict[str, Any], binned: l
     return data, "\n".join(parts)
 
 
-class _StopAtEpochEnd:
-    """Ctrl-C asks the loop to checkpoint at the end of the epoch and stop; a second one stops at once."""
+STOP = threading.Event()  # set: every training loop of this process stops as after Ctrl-C (a sweep worker orphaned)
 
-    requested = False
+
+class _StopAtEpochEnd:
+    """Ctrl-C (or `STOP`) asks the loop to checkpoint at the end of the epoch and stop; a second Ctrl-C stops at once."""
+
+    interrupted = False
+
+    @property
+    def requested(self) -> bool:
+        return self.interrupted or STOP.is_set()
 
     def __enter__(self) -> "_StopAtEpochEnd":
         self._old = signal.signal(signal.SIGINT, self._handle) if _main_thread() else None
         return self
 
     def _handle(self, *_: Any) -> None:
-        if self.requested:
+        if self.interrupted:
             raise KeyboardInterrupt
-        self.requested = True
+        self.interrupted = True
 
     def __exit__(self, *exc: Any) -> None:
         if self._old is not None:
@@ -222,8 +230,6 @@ class _StopAtEpochEnd:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

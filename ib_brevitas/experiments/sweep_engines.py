@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -66,8 +67,9 @@ def train_task(task: Task, checkpoint_secs: float) -> list[dict[str, Any]]:
     """
     from ib_brevitas.experiments.train import resumed_config
 
+    _stop_with_parent()
     results, runs = [], []
-    with contextlib.ExitStack() as locks:
+    with _TRAINING, contextlib.ExitStack() as locks:
         for path, config in task:
             rd = RunDir(path)
             locks.enter_context(rd.lock())  # another live process in it: RunDirLocked
@@ -81,6 +83,32 @@ def train_task(task: Task, checkpoint_secs: float) -> list[dict[str, Any]]:
             runs.append((rd, config, resume))
         results += train_runs(runs, checkpoint_secs)
     return results
+
+
+def _stop_with_parent() -> None:
+    """A local worker whose sweep process died (killed, its terminal closed) stops as after Ctrl-C
+    (checkpoints at the epoch end) and exits, instead of training on for hours, orphaned, holding its
+    runs' locks against the rerun that resumes them, then waiting forever for its next task.
+    Ray workers have no such parent."""
+    from ib_brevitas.experiments.loop import STOP
+
+    global _WATCHING
+    parent = multiprocessing.parent_process()
+    if parent is None or _WATCHING:
+        return
+    _WATCHING = True
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's end of the pipe closes
+        STOP.set()
+        with _TRAINING:  # the task's checkpoints are written and its files closed
+            os._exit(130)
+
+    threading.Thread(target=watch, daemon=True, name="ib-brevitas-parent-watch").start()
+
+
+_WATCHING = False  # one watcher per worker process, whatever number of tasks it trains
+_TRAINING = threading.Lock()  # held while a task trains
 
 
 def train_runs(runs: list[tuple[RunDir, dict, bool]], checkpoint_secs: float) -> list[dict[str, Any]]:
