@@ -29,7 +29,9 @@ from ib_brevitas.phases import (
     running_median,
     write_events,
 )
+from ib_brevitas.phases.seeds import analyse_run
 from ib_brevitas.records import LayerMI
+from ib_brevitas.rundir import RunDir
 
 N = 200  # measurements per synthetic run (epochs 0, 5, ..., 995)
 EPOCHS = np.arange(N) * 5.0
@@ -215,6 +217,40 @@ def test_i_ty_falling_with_i_xt_is_not_compression():
     v = detect(e, x, y)
     assert v.compression is False and v.reason == "i_ty_dropped"
     assert v.i_ty_change == pytest.approx(0.4) and v.i_ty_fall_bits == pytest.approx(0.1)
+
+
+def test_i_ty_tolerance_scales_with_h_y():
+    """The tolerance is max(max_ty_drop_bits, max_ty_drop_rel x H(Y), noise): 0.05 bit on 2 classes, 5 % of 3.32 on 10."""
+    e, x, y = _step_down()
+    y = y + 2.5  # a 10-class layer: I(T;Y) near H(Y) = log2 10
+    y[-20:] -= 0.15  # loses 0.15 bit (4.5 % of H(Y)) while I(X;T) falls a bit
+    assert detect(e, x, y).reason == "i_ty_dropped"  # H(Y) unknown: only the 0.05-bit floor
+    v = detect(e, x, y, h_y=np.log2(10))
+    assert v.compression is True and v.ty_tolerance_bits == pytest.approx(0.05 * np.log2(10))
+    assert detect(e, x, y, h_y=np.log2(10), max_ty_drop_rel=0.04).reason == "i_ty_dropped"
+    y[-20:] -= 0.03  # 0.18 bit: 5.4 % of H(Y), more than the tolerance
+    assert detect(e, x, y, h_y=np.log2(10)).reason == "i_ty_dropped"
+    # two classes: 5 % of H(Y) <= 1 bit never exceeds the 0.05-bit floor, so binary verdicts stay as they were
+    e, x, y = _step_down()
+    y[-20:] -= 0.06
+    for h_y in (None, 1.0, 0.97):
+        v = detect(e, x, y, h_y=h_y)
+        assert v.reason == "i_ty_dropped" and v.ty_tolerance_bits == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="h_y"):
+        detect(e, x, y, h_y=-1.0)
+
+
+def test_tracker_and_run_verdicts_use_the_records_h_y(tmp_path):
+    e, x, y = _step_down()
+    y = y + 2.5
+    y[-20:] -= 0.15
+    records = [dataclasses.replace(r, h_y=float(np.log2(10))) for r in _records("T1", 0, e, x, y)]
+    tracker = PhaseTracker.from_records(records)
+    assert tracker.verdicts()["T1"] == detect(e, x, y, n_samples=4096, h_y=np.log2(10))
+    assert tracker.verdicts()["T1"].compression is True
+    rd = RunDir(tmp_path / "run").create()
+    rd.append_records(records)
+    assert analyse_run(rd.path, events=False).verdicts["T1"].compression is True
 
 
 def test_fresh_fall_is_tentative_and_short_tail_is_undecided():

@@ -172,7 +172,7 @@ def estimator_verdicts(records: list[LayerMI], thresholds: dict[str, float]) -> 
     for label, rs in _by([r for r in records if not r.exact], lambda r: r.estimator).items():
         layers = _by(sorted(rs, key=lambda r: (r.layer_index, r.epoch)), lambda r: r.layer)
         out[label] = {name: detect([r.epoch for r in ls], [r.i_xt for r in ls], [r.i_ty for r in ls], layer=name,
-                                   n_samples=ls[0].n_samples, **thresholds) for name, ls in layers.items()}
+                                   n_samples=ls[0].n_samples, h_y=ls[0].h_y, **thresholds) for name, ls in layers.items()}
     return out
 
 

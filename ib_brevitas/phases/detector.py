@@ -9,6 +9,7 @@ same smoothed series, so its verdicts are `detect`'s.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -45,19 +46,22 @@ def detect(
     *,
     layer: str | None = None,
     n_samples: int | None = None,
+    h_y: float | None = None,
     **thresholds: float,
 ) -> PhaseVerdict:
     """Fitting and compression verdict of one layer's series (epochs strictly increasing).
 
     `n_samples` (the probe set's size N, `LayerMI.n_samples`) lets the verdict
-    mark a layer saturated at log2 N; without it nothing is. `thresholds` are
+    mark a layer saturated at log2 N; without it nothing is. `h_y` (the
+    labels' entropy, `LayerMI.h_y`) scales the I(T;Y) tolerance
+    (`max_ty_drop_rel`); without it only `max_ty_drop_bits` applies. `thresholds` are
     the fields of `Thresholds`; `layer` only names the layer in error messages.
     """
-    return analyse(epochs, i_xt, i_ty, make_thresholds(thresholds), layer, n_samples).verdict
+    return analyse(epochs, i_xt, i_ty, make_thresholds(thresholds), layer, n_samples, h_y).verdict
 
 
 def analyse(epochs: Any, i_xt: Any, i_ty: Any, th: Thresholds, layer: str | None,
-            n_samples: int | None = None) -> Analysis:
+            n_samples: int | None = None, h_y: float | None = None) -> Analysis:
     """`detect` with checked input and the indices behind the verdict."""
     where = f" of layer {layer!r}" if layer is not None else ""
     e = as_series("epochs", epochs, layer)
@@ -77,7 +81,8 @@ def analyse(epochs: Any, i_xt: Any, i_ty: Any, th: Thresholds, layer: str | None
             f"{e[i - 1]:g}; sort the measurements and drop duplicates"
         )
     w = int(th.smooth)
-    return decide(e, x, y, running_median(x, w), running_median(y, w), th, log2_n(n_samples, layer))
+    return decide(e, x, y, running_median(x, w), running_median(y, w), th, log2_n(n_samples, layer),
+                  check_h_y(h_y, layer))
 
 
 def log2_n(n_samples: Any, layer: str | None = None) -> float | None:
@@ -88,6 +93,17 @@ def log2_n(n_samples: Any, layer: str | None = None) -> float | None:
         where = f" of layer {layer!r}" if layer is not None else ""
         raise ValueError(f"n_samples{where} must be a positive integer (the probe set's size), got {n_samples!r}")
     return float(np.log2(int(n_samples)))
+
+
+def check_h_y(h_y: Any, layer: str | None = None) -> float | None:
+    """The labels' entropy H(Y) in bits, checked (None stays None: the I(T;Y) tolerance is absolute)."""
+    if h_y is None:
+        return None
+    if isinstance(h_y, bool) or not isinstance(h_y, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(h_y) or h_y < 0:
+        where = f" of layer {layer!r}" if layer is not None else ""
+        raise ValueError(f"h_y{where} must be the labels' entropy in bits (a number >= 0, LayerMI.h_y), got {h_y!r}")
+    return float(h_y)
 
 
 def zigzag(sx: list[float], thr: float, sustain: int = 1) -> list[tuple[int, int, int, bool]]:
@@ -145,7 +161,7 @@ def _knee(e: np.ndarray, sx: np.ndarray, seg: int, top: int, trough: int, noise:
 
 
 def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.ndarray,
-           th: Thresholds, log2n: float | None = None) -> Analysis:
+           th: Thresholds, log2n: float | None = None, h_y: float | None = None) -> Analysis:
     """The verdict from validated raw series and their running medians."""
     n = len(e)
     sig_x, sig_y = noise_sigma(x), noise_sigma(y)
@@ -168,6 +184,7 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
     imax = int(np.argmax(sx))
     peak, final = float(sx[imax]), float(sx[-1])
     drop = peak - final
+    ty_tol = max(th.max_ty_drop_bits, th.max_ty_drop_rel * (h_y or 0.0), th.noise_k * sig_y)
     eps_peak = max(th.noise_k * sig_sx, th.peak_tol_frac * (peak - float(sx[: imax + 1].min())))
     reach = int(np.argmax(sx[: imax + 1] >= peak - eps_peak))
     falls = zigzag(sx.tolist(), thr, int(th.min_sustain))
@@ -191,7 +208,7 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
         ty_change, ty_fall = float(sy[-1] - sy[onset]), largest_fall(sy[onset:])
         if n < th.min_after_peak:  # too few points to know the noise, let alone a trend
             compression, reason = None, "too_few_measurements"
-        elif ty_fall > max(th.max_ty_drop_bits, th.noise_k * sig_y):
+        elif ty_fall > ty_tol:
             compression, reason = False, "i_ty_dropped"
         elif n - j >= th.min_sustain:
             compression, reason = True, "compressed"
@@ -237,5 +254,6 @@ def decide(e: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.n
         i_ty_fall_bits=ty_fall,
         noise_i_xt=sig_x,
         noise_i_ty=sig_y,
+        ty_tolerance_bits=float(ty_tol),
     )
     return Analysis(verdict, fit_end, onset)

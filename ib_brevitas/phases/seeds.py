@@ -48,6 +48,7 @@ class RunPhases:
     layer_index: dict[str, int]
     series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # epochs, i_xt, i_ty
     n_samples: dict[str, int]
+    h_y: dict[str, float]  # the labels' entropy, which scales the I(T;Y) tolerance
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,7 +146,7 @@ def analyse_run(run_dir: str | Path | RunData, events: bool = True, estimator: s
     by_layer: dict[str, list[LayerMI]] = {}
     for r in records:
         by_layer.setdefault(r.layer, []).append(r)
-    series, index, sizes = {}, {}, {}
+    series, index, sizes, h_y = {}, {}, {}, {}
     for name, rs in by_layer.items():
         rs.sort(key=lambda r: r.epoch)
         ep = np.array([r.epoch for r in rs], dtype=float)
@@ -156,10 +157,10 @@ def analyse_run(run_dir: str | Path | RunData, events: bool = True, estimator: s
         if len(n) > 1:
             raise ValueError(f"{mi}: layer {name!r} was measured on probe sets of sizes {sorted(n)}; one run, one probe set")
         series[name] = (ep, np.array([r.i_xt for r in rs]), np.array([r.i_ty for r in rs]))
-        index[name], sizes[name] = rs[0].layer_index, rs[0].n_samples
+        index[name], sizes[name], h_y[name] = rs[0].layer_index, rs[0].n_samples, rs[0].h_y
     order = sorted(series, key=lambda k: (index[k], k))
     try:
-        verdicts = {k: detect(*series[k], layer=k, n_samples=sizes[k], **th.to_dict()) for k in order}
+        verdicts = {k: detect(*series[k], layer=k, n_samples=sizes[k], h_y=h_y[k], **th.to_dict()) for k in order}
     except ValueError as e:
         raise ValueError(f"{mi}: {e}") from None
     evs: list[PhaseEvent] = []
@@ -167,7 +168,7 @@ def analyse_run(run_dir: str | Path | RunData, events: bool = True, estimator: s
         tracker = PhaseTracker.from_records(records, **th.to_dict())
         tracker.finish()
         evs = tracker.events
-    return RunPhases(str(run_dir), config, verdicts, evs, index, series, sizes)
+    return RunPhases(str(run_dir), config, verdicts, evs, index, series, sizes, h_y)
 
 
 # ---------------------------------------------------------------- statistics
@@ -233,8 +234,9 @@ def mean_curve_verdict(runs: Sequence[RunPhases], layer: str, th: Thresholds) ->
     at = [np.searchsorted(ep, common) for ep, _, _ in series]
     x = np.mean([s[1][i] for s, i in zip(series, at)], axis=0)
     y = np.mean([s[2][i] for s, i in zip(series, at)], axis=0)
-    sizes = {r.n_samples[layer] for r in runs}
-    return detect(common, x, y, layer=layer, n_samples=sizes.pop() if len(sizes) == 1 else None, **th.to_dict())
+    sizes, h_ys = {r.n_samples[layer] for r in runs}, [r.h_y[layer] for r in runs]
+    return detect(common, x, y, layer=layer, n_samples=sizes.pop() if len(sizes) == 1 else None,
+                  h_y=min(h_ys), **th.to_dict())
 
 
 def _median(values: Iterable[float]) -> float | None:

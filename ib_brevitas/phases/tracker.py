@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ib_brevitas.phases.detector import Analysis, decide, log2_n
+from ib_brevitas.phases.detector import Analysis, check_h_y, decide, log2_n
 from ib_brevitas.phases.series import epoch_value, window_at
 from ib_brevitas.phases.types import (
     COMPRESSION_CONFIRMED,
@@ -39,8 +39,9 @@ class _Layer:
     for smoothing instead of O(n), with values identical to `running_median`.
     """
 
-    def __init__(self, index: int, window: int, n_samples: int | None) -> None:
+    def __init__(self, index: int, window: int, n_samples: int | None, h_y: float | None = None) -> None:
         self.index, self.window, self.n_samples, self.n = index, window, n_samples, 0
+        self.h_y = h_y
         self.buf = np.empty((5, 64))  # epochs, i_xt, i_ty, smoothed i_xt, smoothed i_ty
         self.state = "none"  # none | started | confirmed
         self.entry_threshold = 0.0  # the threshold when compression started (fixes the release level)
@@ -68,7 +69,7 @@ class _Layer:
         return self.buf[0, : self.n]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "n_samples": self.n_samples, "epochs": self.buf[0, : self.n].tolist(),
+        return {"index": self.index, "n_samples": self.n_samples, "h_y": self.h_y, "epochs": self.buf[0, : self.n].tolist(),
                 "i_xt": self.buf[1, : self.n].tolist(), "i_ty": self.buf[2, : self.n].tolist(),
                 "state": self.state, "entry_threshold": self.entry_threshold,
                 "fit_reported": self.fit_reported, "streak": self.streak, "finished_n": self.finished_n}
@@ -127,7 +128,8 @@ class PhaseTracker:
         try:
             fresh = PhaseTracker(**state["thresholds"])
             for name, d in state["layers"].items():
-                s = fresh._layers[name] = _Layer(int(d["index"]), int(fresh.thresholds.smooth), d["n_samples"])
+                s = fresh._layers[name] = _Layer(int(d["index"]), int(fresh.thresholds.smooth), d["n_samples"],
+                                                 check_h_y(d.get("h_y"), name))
                 for point in zip(d["epochs"], d["i_xt"], d["i_ty"], strict=True):
                     s.append(*map(float, point))
                 if d["state"] not in ("none", "started", "confirmed"):
@@ -166,6 +168,7 @@ class PhaseTracker:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                     raise ValueError(f"layer {r.layer!r} at epoch {r.epoch}: {name} is {v!r}, not a finite number")
             log2_n(r.n_samples, r.layer)
+            check_h_y(r.h_y, r.layer)
             if sizes.setdefault(r.layer, r.n_samples) != r.n_samples:
                 raise ValueError(f"layer {r.layer!r} at epoch {r.epoch}: n_samples {r.n_samples} differs from the "
                                  f"{sizes[r.layer]} measured before; one tracker follows one probe set")
@@ -173,7 +176,8 @@ class PhaseTracker:
         for r in records:
             s = self._layers.get(r.layer)
             if s is None:
-                s = self._layers[r.layer] = _Layer(int(r.layer_index), int(self.thresholds.smooth), r.n_samples)
+                s = self._layers[r.layer] = _Layer(int(r.layer_index), int(self.thresholds.smooth), r.n_samples,
+                                                   float(r.h_y))
             s.append(float(r.epoch), float(r.i_xt), float(r.i_ty))
         new: list[PhaseEvent] = []
         for name in sorted({r.layer for r in records}, key=lambda k: self._layers[k].index):
@@ -209,7 +213,7 @@ class PhaseTracker:
 
     def _analyse(self, name: str) -> Analysis:
         s = self._layers[name]
-        return decide(*s.series(), self.thresholds, log2_n(s.n_samples))
+        return decide(*s.series(), self.thresholds, log2_n(s.n_samples), s.h_y)
 
     def _step(self, name: str, s: _Layer) -> list[PhaseEvent]:
         th = self.thresholds

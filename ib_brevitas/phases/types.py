@@ -47,6 +47,7 @@ class Thresholds:
     min_drop_rel: float = _knob(0.01, "compression: least fall relative to the peak")
     noise_k: float = _knob(4.0, "falls and gains must exceed this many noise sd")
     max_ty_drop_bits: float = _knob(0.05, "most I(T;Y) may fall during compression, bits")
+    max_ty_drop_rel: float = _knob(0.05, "or this share of H(Y), if larger (10 classes: 0.17 bit)")
     min_gain_bits: float = _knob(0.05, "fitting: least rise of I(T;Y), bits")
     fit_end_frac: float = _knob(0.95, "fitting ends when I(T;Y) has made this share of its gain")
     peak_tol_frac: float = _knob(0.02, "'at the peak' = within this share of the rise")
@@ -131,7 +132,9 @@ class PhaseVerdict:
     could not rise). `compression` is True, False, or None (undecided;
     `reason` says why). Over the stretch from the onset (else the peak) to the
     end, `i_ty_change` is the net change of smoothed I(T;Y) and
-    `i_ty_fall_bits` its largest fall. Epochs are those of the input series.
+    `i_ty_fall_bits` its largest fall, allowed up to `ty_tolerance_bits`
+    (the largest of `max_ty_drop_bits`, `max_ty_drop_rel` x H(Y) and the noise).
+    Epochs are those of the input series.
     """
 
     fitting: bool | None
@@ -162,6 +165,7 @@ class PhaseVerdict:
     i_ty_fall_bits: float
     noise_i_xt: float
     noise_i_ty: float
+    ty_tolerance_bits: float | None = None  # the most I(T;Y) could fall and still be compression
 
     @property
     def fitting_text(self) -> str:
