@@ -253,6 +253,20 @@ def test_tracker_and_run_verdicts_use_the_records_h_y(tmp_path):
     assert analyse_run(rd.path, events=False).verdicts["T1"].compression is True
 
 
+def test_a_tracker_state_saved_before_h_y_takes_it_from_the_next_records():
+    e, x, y = _step_down()
+    y = y + 2.5
+    y[-20:] -= 0.15
+    records = [dataclasses.replace(r, h_y=float(np.log2(10))) for r in _records("T1", 0, e, x, y)]
+    old = PhaseTracker.from_records(records[:-5]).state_dict()
+    del old["layers"]["T1"]["h_y"]  # as a checkpoint of an earlier version wrote it
+    tracker = PhaseTracker()
+    tracker.load_state_dict(old)
+    for r in records[-5:]:
+        tracker.update([r])
+    assert tracker.verdicts()["T1"] == detect(e, x, y, n_samples=4096, h_y=np.log2(10))
+
+
 def test_fresh_fall_is_tentative_and_short_tail_is_undecided():
     e, x, y = _step_down(n_top=30, n_down=4)  # down for 4 measurements: not yet sustained
     v = detect(e, x, y)

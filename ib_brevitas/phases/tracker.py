@@ -178,6 +178,8 @@ class PhaseTracker:
             if s is None:
                 s = self._layers[r.layer] = _Layer(int(r.layer_index), int(self.thresholds.smooth), r.n_samples,
                                                    float(r.h_y))
+            elif s.h_y is None:  # restored from a state of a version that did not keep H(Y)
+                s.h_y = float(r.h_y)
             s.append(float(r.epoch), float(r.i_xt), float(r.i_ty))
         new: list[PhaseEvent] = []
         for name in sorted({r.layer for r in records}, key=lambda k: self._layers[k].index):
