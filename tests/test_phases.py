@@ -211,6 +211,7 @@ def test_i_ty_falling_with_i_xt_is_not_compression():
     assert v.compression is False and v.reason == "i_ty_dropped"
     assert v.i_ty_change == pytest.approx(-0.2)
     assert v.i_ty_fall_bits == pytest.approx(0.2)
+    assert "no (i_ty_dropped: 0.200 > 0.050 bit)" in format_verdicts({"T1": v})
     assert detect(e, x, y, max_ty_drop_bits=0.25).compression is True
     # a net gain does not hide a fall: I(T;Y) rises to 1.0 after the onset, then loses 0.1
     y = np.r_[np.full(30, 0.5), np.full(10, 1.0), np.full(10, 0.9)]

@@ -52,7 +52,11 @@ def saturation_text(v: PhaseVerdict) -> str:
 
 
 def compression_text(v: PhaseVerdict) -> str:
-    return f"{ {True: 'yes', False: 'no', None: 'undecided'}[v.compression]} ({v.reason})"
+    """'yes (compressed)', 'no (i_ty_dropped: 0.181 > 0.166 bit)': a dropped I(T;Y) says by how much."""
+    reason = v.reason
+    if reason == "i_ty_dropped" and v.ty_tolerance_bits is not None:
+        reason += f": {v.i_ty_fall_bits:.3f} > {v.ty_tolerance_bits:.3f} bit"
+    return f"{ {True: 'yes', False: 'no', None: 'undecided'}[v.compression]} ({reason})"
 
 
 def episodes_text(episodes: Iterable[Episode]) -> str:
