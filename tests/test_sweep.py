@@ -283,11 +283,34 @@ def test_tasks_take_turns_across_configurations():
     from ib_brevitas.experiments.sweep import _tasks
     from ib_brevitas.experiments.sweep_plan import Job
 
-    jobs = [Job(f"{c}-s{s}", c, {}) for c in ("a", "b") for s in range(3)]
+    jobs = [Job(f"{c}-s{s}", c, {"bits": 8}) for c in ("a", "b") for s in range(3)]
     dirs = {j.name: RunDir(f"/x/{j.name}") for j in jobs}
     names = lambda tasks: [[Path(p).name for p, _ in t] for t in tasks]  # noqa: E731
     assert names(_tasks(jobs, dirs, 1, 1)) == [["a-s0"], ["b-s0"], ["a-s1"], ["b-s1"], ["a-s2"], ["b-s2"]]
-    assert names(_tasks(jobs, dirs, None, 2)) == [["a-s0", "a-s1"], ["b-s0", "b-s1"], ["a-s2"], ["b-s2"]]
+    assert names(_tasks(jobs, dirs, 2, 2)) == [["a-s0", "a-s1"], ["b-s0", "b-s1"], ["a-s2"], ["b-s2"]]
+
+
+def test_tasks_cut_a_batched_configuration_only_as_far_as_the_workers_need():
+    """Bigger batches train each seed faster: 2 configurations on 2 workers are one batch each, not two halves
+    each (which left every worker two half batches, the slower way to do the same work)."""
+    from ib_brevitas.experiments.models import FLOAT_BITS
+    from ib_brevitas.experiments.sweep import _tasks
+    from ib_brevitas.experiments.sweep_plan import Job
+
+    def plan(configs, seeds, workers, bits=8):
+        jobs = [Job(f"{c}-s{s}", c, {"bits": bits}) for c in configs for s in range(seeds)]
+        tasks = _tasks(jobs, {j.name: RunDir(f"/x/{j.name}") for j in jobs}, None, workers)
+        return [[Path(p).name for p, _ in t] for t in tasks]
+
+    assert plan("ab", 4, 2) == [["a-s0", "a-s1", "a-s2", "a-s3"], ["b-s0", "b-s1", "b-s2", "b-s3"]]
+    assert plan("a", 4, 2) == [["a-s0", "a-s1"], ["a-s2", "a-s3"]]
+    assert plan("abc", 4, 2) == [["a-s0", "a-s1"], ["b-s0", "b-s1"], ["c-s0", "c-s1"],
+                                 ["a-s2", "a-s3"], ["b-s2", "b-s3"], ["c-s2", "c-s3"]]
+    assert plan("abcd", 2, 2) == [["a-s0", "a-s1"], ["b-s0", "b-s1"], ["c-s0", "c-s1"], ["d-s0", "d-s1"]]
+    assert plan("ab", 4, 1) == plan("ab", 4, 2)
+    assert plan("ab", 2, 4) == [["a-s0"], ["b-s0"], ["a-s1"], ["b-s1"]]
+    # float nets train one seed after another anyway: single seeds keep every worker busy
+    assert plan("ab", 2, 2, bits=FLOAT_BITS) == [["a-s0"], ["b-s0"], ["a-s1"], ["b-s1"]]
 
 
 @pytest.mark.slow

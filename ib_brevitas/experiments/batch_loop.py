@@ -35,10 +35,18 @@ from ib_brevitas.rundir import RunDir, RunDirError
 PER_SEED_KEYS = ("seed", "run_dir", "versions")
 
 
-def check_batch(configs: Sequence[dict[str, Any]]) -> None:
-    """Refuse configs that differ in more than their seed, or that the batched engine does not train."""
+def unbatched_reason(config: dict[str, Any]) -> str | None:
+    """Why the seed-batched engine does not train this configuration ("a float net", ...), None if it does."""
     from ib_brevitas.experiments.models import FLOAT_BITS
 
+    c = config
+    return ("a float net" if c["bits"] == FLOAT_BITS else "the conv net" if c.get("net") == "mnist-conv"
+            else "binning estimators" if c.get("estimators") else f"engine {c.get('engine')!r}"
+            if c.get("engine", "fast") != "fast" else None)
+
+
+def check_batch(configs: Sequence[dict[str, Any]]) -> None:
+    """Refuse configs that differ in more than their seed, or that the batched engine does not train."""
     if not configs:
         raise ValueError("train_seed_batch: no run directories given")
     shared = [{k: v for k, v in c.items() if k not in PER_SEED_KEYS} for c in configs]
@@ -50,10 +58,7 @@ def check_batch(configs: Sequence[dict[str, Any]]) -> None:
     seeds = [c["seed"] for c in configs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"train_seed_batch: seeds must be distinct, got {seeds}")
-    c = configs[0]
-    why = ("a float net" if c["bits"] == FLOAT_BITS else "the conv net" if c.get("net") == "mnist-conv"
-           else "binning estimators" if c.get("estimators") else f"engine {c.get('engine')!r}"
-           if c.get("engine", "fast") != "fast" else None)
+    why = unbatched_reason(configs[0])
     if why:
         raise ValueError(f"train_seed_batch: the seed-batched engine trains quantized MLPs on the fast engine, not "
                          f"{why}; train these runs one by one (loop.train_and_measure)")

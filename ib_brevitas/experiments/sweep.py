@@ -208,16 +208,24 @@ def _ray(tasks, **kwargs) -> Outcome:
 
 
 def _tasks(todo: list[Job], dirs: dict[str, RunDir], per_task: int | None, workers: int) -> list:
-    """Seeds of one configuration, in chunks: `per_task`, else each configuration spread over the workers.
+    """Seeds of one configuration, in chunks: `per_task`, else as few as keep every worker busy to the end.
 
-    The configurations take turns in the queue, so a sweep stopped early has measured all of them.
+    A batch trains each of its seeds faster the more seeds it holds (docs/performance.md), so a batched
+    configuration is cut only as far as the workers need: into workers / gcd(configurations, workers)
+    equal chunks (2 configurations on 2 workers: one batch each; 1 on 2: halves; 3 on 2: halves, three per
+    worker). A configuration the batched engine does not train runs its seeds one after another, so its
+    chunks are single seeds. The configurations take turns in the queue, so a sweep stopped early has
+    measured all of them.
     """
+    from ib_brevitas.experiments.batch_loop import unbatched_reason
+
     by_config: dict[str, list[Job]] = {}
     for j in todo:
         by_config.setdefault(j.configuration, []).append(j)
+    cuts = workers // math.gcd(len(by_config), workers) if by_config else 1
     chunks = []
     for js in by_config.values():
-        size = per_task or max(1, math.ceil(len(js) / workers))
+        size = per_task or (1 if unbatched_reason(js[0].config) else math.ceil(len(js) / cuts))
         chunks.append([[(str(dirs[j.name].path), j.config) for j in js[i:i + size]] for i in range(0, len(js), size)])
     return [task for turn in itertools.zip_longest(*chunks) for task in turn if task is not None]
 
