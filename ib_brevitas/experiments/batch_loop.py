@@ -39,10 +39,14 @@ def unbatched_reason(config: dict[str, Any]) -> str | None:
     """Why the seed-batched engine does not train this configuration ("a float net", ...), None if it does."""
     from ib_brevitas.experiments.models import FLOAT_BITS
 
-    c = config
-    return ("a float net" if c["bits"] == FLOAT_BITS else "the conv net" if c.get("net") == "mnist-conv"
-            else "binning estimators" if c.get("estimators") else f"engine {c.get('engine')!r}"
-            if c.get("engine", "fast") != "fast" else None)
+    if config["bits"] == FLOAT_BITS:
+        return "a float net"
+    if config.get("net") == "mnist-conv":
+        return "the conv net"
+    if config.get("estimators"):
+        return "binning estimators"
+    engine = config.get("engine", "fast")
+    return None if engine == "fast" else f"engine {engine!r}"
 
 
 def check_batch(configs: Sequence[dict[str, Any]]) -> None:

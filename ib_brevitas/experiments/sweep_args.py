@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--workers", type=int, default=None,
                    help="parallel workers (default: this machine's cores; with Ray: the cluster's CPUs)")
     e.add_argument("--seeds-per-task", type=int, default=None, metavar="S",
-                   help="seeds one worker task trains (default: a configuration's seeds spread over the workers)")
+                   help="seeds one worker task trains (default: a configuration cut only as far as keeps every "
+                        "worker busy; see docs/sweeps.md)")
     e.add_argument("--max-retries", type=int, default=3,
                    help="times a task is re-run after its worker process died (default: 3)")
     e.add_argument("--train-engine", choices=["fast", "brevitas"], default=None,
