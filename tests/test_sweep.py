@@ -229,9 +229,20 @@ def test_a_killed_worker_is_replaced_and_every_record_is_intact(tmp_path, capsys
     assert _rows(victim) == _rows(ref)
 
 
-def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
-    """SIGKILL the sweep itself: its worker checkpoints at the epoch end and exits (it trained on, orphaned,
-    holding the run's lock), and the same command then resumes the run to an uninterrupted run's records."""
+@pytest.fixture(scope="module")
+def relu_300_reference(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("train") / "relu300"
+    assert cli_main(["train", "--run-dir", str(d), "--activation", "relu", "--epochs", "300", "--mi-every", "2",
+                     "--seed", "0", "--no-progress"]) == 0
+    return d
+
+
+@pytest.mark.parametrize("how", ["kill the sweep", "interrupt the sweep", "Ctrl-C"])
+def test_workers_stop_when_the_sweep_is_killed_or_interrupted(tmp_path, relu_300_reference, how):
+    """The sweep process SIGKILLed (its worker trained on, orphaned, holding the run's lock), sent SIGINT alone
+    (it waited for its workers to finish their runs, for hours), or Ctrl-C'ed with its workers: the worker
+    checkpoints at the epoch end and exits at once, and the same command then resumes the run to an
+    uninterrupted run's records."""
     import subprocess
     import sys
 
@@ -239,7 +250,8 @@ def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
     flags = ["--activation", "relu", "--epochs", "300", "--mi-every", "2", "--seeds", "0", "--checkpoint-secs", "0",
              "--no-progress", "--workers", "1"]
     command = [sys.executable, "-m", "ib_brevitas", "sweep", "--sweep-dir", str(d), *flags]
-    sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # a process group of its own, as a terminal gives it
     run = d / "syn-relu-8b-s0"
     try:
         t0 = time.monotonic()
@@ -249,20 +261,28 @@ def test_workers_stop_when_the_sweep_process_is_killed(tmp_path):
             time.sleep(0.05)
         worker = int((run / ".lock").read_text().split()[0])
         assert worker != sweep.pid
-        sweep.kill()
-        sweep.wait()
+        if how == "kill the sweep":
+            sweep.kill()
+        elif how == "interrupt the sweep":
+            sweep.send_signal(signal.SIGINT)
+        else:
+            os.killpg(sweep.pid, signal.SIGINT)
+        code = sweep.wait(timeout=60)
+        err = sweep.stderr.read()
         t0 = time.monotonic()
         while os.path.exists(f"/proc/{worker}") and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]:
-            assert time.monotonic() - t0 < 20, "the worker trained on after its sweep was killed"
+            assert time.monotonic() - t0 < 20, "the worker trained on after its sweep was stopped"
             time.sleep(0.05)
     finally:
         sweep.kill()
-    assert not RunDir(run).summary_path("json").exists(), "the run finished before the sweep was killed; lengthen it"
+    assert not RunDir(run).summary_path("json").exists(), "the run finished before the sweep was stopped; lengthen it"
+    if how != "kill the sweep":
+        assert code == 130, err
+        assert "rerun the same command to resume" in err, err
+        saved = RunDir(run).load_checkpoint()  # at the epoch end: nothing recorded after it
+        assert saved["epoch"] >= read_jsonl(run / "mi.jsonl")[-1]["epoch"], "stopped without its last checkpoint"
     assert subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
-    ref = tmp_path / "ref"
-    assert cli_main(["train", "--run-dir", str(ref), "--activation", "relu", "--epochs", "300", "--mi-every", "2",
-                     "--seed", "0", "--no-progress"]) == 0
-    assert _rows(run) == _rows(ref)
+    assert _rows(run) == _rows(relu_300_reference)
 
 
 @pytest.mark.slow

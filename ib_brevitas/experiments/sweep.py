@@ -182,6 +182,11 @@ def _sweep(args: argparse.Namespace, sweep_dir: Path, manifest: dict[str, Any], 
             else:
                 outcome = run_local(tasks, workers=workers, **common)
         tick()
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"{PROG}: interrupted; rerun the same command to resume (finished runs are kept, the others go "
+              "on from their last checkpoint)", file=sys.stderr)
+        raise
     finally:
         bar.close()
         wall = time.monotonic() - t0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -65,9 +66,12 @@ def train_task(task: Task, checkpoint_secs: float) -> list[dict[str, Any]]:
     Returns one {"path", "status", "seconds", "batch"} per run (status: skipped / resumed / trained;
     batch: the seeds trained together with it, itself included).
     """
+    from ib_brevitas.experiments.loop import STOP
     from ib_brevitas.experiments.train import resumed_config
 
     _stop_with_parent()
+    if STOP.is_set():  # a task the pool had queued before the sweep was interrupted
+        raise RuntimeError("the sweep was interrupted before this task started")
     results, runs = [], []
     with _TRAINING, contextlib.ExitStack() as locks:
         for path, config in task:
@@ -89,6 +93,7 @@ def _stop_with_parent() -> None:
     """A local worker whose sweep process died (killed, its terminal closed) stops as after Ctrl-C
     (checkpoints at the epoch end) and exits, instead of training on for hours, orphaned, holding its
     runs' locks against the rerun that resumes them, then waiting forever for its next task.
+    `STOP_SIGNAL` from an interrupted sweep stops it the same way, but leaves it alive to report.
     Ray workers have no such parent."""
     from ib_brevitas.experiments.loop import STOP
 
@@ -97,6 +102,7 @@ def _stop_with_parent() -> None:
     if parent is None or _WATCHING:
         return
     _WATCHING = True
+    signal.signal(STOP_SIGNAL, lambda *_: STOP.set())
 
     def watch() -> None:
         parent.join()  # returns when the parent's end of the pipe closes
@@ -107,6 +113,8 @@ def _stop_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="ib-brevitas-parent-watch").start()
 
 
+STOP_SIGNAL = signal.SIGUSR1  # not SIGINT: a worker already Ctrl-C'ed by its terminal would take a second
+# one as "stop at once" and skip its checkpoints
 _WATCHING = False  # one watcher per worker process, whatever number of tasks it trains
 _TRAINING = threading.Lock()  # held while a task trains
 
@@ -159,23 +167,32 @@ class Outcome:
 
 def run_local(tasks: list[Task], *, workers: int, checkpoint_secs: float, max_retries: int,
               tick: Callable[[], None], say: Callable[[str], None]) -> Outcome:
-    """Tasks on a pool of `workers` processes; a pool broken by a dead worker is rebuilt and its tasks re-run."""
+    """Tasks on a pool of `workers` processes; a pool broken by a dead worker is rebuilt and its tasks re-run.
+
+    Ctrl-C (KeyboardInterrupt here, whether or not the workers got the SIGINT too) stops every worker
+    at its epoch end with its checkpoints written, then re-raises: the same sweep resumes from them.
+    """
     out, pending = Outcome(), list(tasks)
     while pending:
-        with ProcessPoolExecutor(min(workers, len(pending)), mp_context=_context()) as pool:
+        with ProcessPoolExecutor(min(workers, len(pending)), mp_context=_context(),
+                                 initializer=_stop_with_parent) as pool:
             futures = {pool.submit(train_task, t, checkpoint_secs): t for t in pending}
             pending = []
-            while futures:
-                done, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
-                tick()
-                for f in done:
-                    task = futures.pop(f)
-                    try:
-                        out.results += f.result()
-                    except BrokenProcessPool:
-                        pending.append(task)
-                    except Exception as e:  # noqa: BLE001 - a failed task is reported, the others go on
-                        out.failures.append(_failure(task, e))
+            try:
+                while futures:
+                    done, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                    tick()
+                    for f in done:
+                        task = futures.pop(f)
+                        try:
+                            out.results += f.result()
+                        except BrokenProcessPool:
+                            pending.append(task)
+                        except Exception as e:  # noqa: BLE001 - a failed task is reported, the others go on
+                            out.failures.append(_failure(task, e))
+            except KeyboardInterrupt:
+                _stop_workers(pool)
+                raise
         if pending:
             if out.retries >= max_retries:
                 out.failures += [_failure(t, RuntimeError(f"its worker process died {max_retries + 1} times"))
@@ -185,6 +202,14 @@ def run_local(tasks: list[Task], *, workers: int, checkpoint_secs: float, max_re
             say(f"a worker process died; restarting the workers, {len(pending)} task(s) resume "
                 f"(retry {out.retries} of {max_retries})")
     return out
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Ask every worker to stop at its epoch end (`STOP_SIGNAL`), drop the tasks not started, wait."""
+    for pid in list(getattr(pool, "_processes", None) or ()):  # the pool's own {pid: process} of its workers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, STOP_SIGNAL)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _context() -> multiprocessing.context.BaseContext:
